@@ -1,0 +1,36 @@
+# Two commands on a fresh machine: `make run` and `make test` (both set up on first use).
+SHELL := /bin/bash
+VENV := .venv
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: setup run test lint lock bench clean db
+
+setup: ## create .venv (Python 3.10) and install requirements.lock; fast when unchanged
+	@scripts/setup.sh
+
+db: setup ## migrate the store and load the demo data (idempotent)
+	@$(BIN)/crm db upgrade
+	@$(BIN)/crm seed data/demo
+
+run: setup ## start everything on the embedded default (SQLite) with demo data
+	@$(BIN)/crm run
+
+test: setup ## run the whole test suite (SQLite and PostgreSQL)
+	@$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	@$(BIN)/ruff check crm_store bot bench tests
+
+bench: setup ## store benchmark at the documented size (see docs/benchmarks.md)
+	@$(BIN)/crm bench store
+
+lock: ## re-resolve requirements.in into requirements.lock in one step
+	@rm -rf /tmp/crm-lock-venv && $$(scripts/find-python.sh) -m venv /tmp/crm-lock-venv
+	@/tmp/crm-lock-venv/bin/pip install -q "pip<24.1" && /tmp/crm-lock-venv/bin/pip install -q -r requirements.in
+	@/tmp/crm-lock-venv/bin/pip check
+	@/tmp/crm-lock-venv/bin/pip freeze --exclude-editable > requirements.lock
+	@echo "requirements.lock updated; run make setup"
+
+clean:
+	rm -rf $(VENV) var/*.db* .pytest_cache

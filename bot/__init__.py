@@ -1,0 +1,1 @@
+"""Application wiring: settings, CLI, process supervisor and Rasa glue."""

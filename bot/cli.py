@@ -1,0 +1,244 @@
+"""The ``crm`` command line: database, seeding, customers, benchmarks."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn
+from rich.table import Table
+
+from bot.store import default_url, engine_for, safe_url, session_factory
+
+app = typer.Typer(
+    help="Northwind CRM: customer store, self-service bot and console.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+customer_app = typer.Typer(help="Look up customers.", no_args_is_help=True)
+bench_app = typer.Typer(
+    help="Benchmarks (print a table, write JSON).", no_args_is_help=True
+)
+app.add_typer(db_app, name="db")
+app.add_typer(customer_app, name="customer")
+app.add_typer(bench_app, name="bench")
+out = Console()
+err = Console(stderr=True)
+
+DB_OPTION = typer.Option(
+    None,
+    "--database-url",
+    envvar="CRM_DATABASE_URL",
+    help="SQLAlchemy URL (default: SQLite file var/crm.db).",
+)
+
+
+@db_app.command("upgrade")
+def db_upgrade(database_url: str | None = DB_OPTION) -> None:
+    """Create or migrate the store's schema to the latest revision."""
+    from crm_store.migrate import upgrade
+
+    url = database_url or default_url()
+    upgrade(engine_for(url))
+    out.print(f"database at {safe_url(url)} is up to date")
+
+
+@app.command()
+def seed(
+    directory: Path = typer.Argument(..., help="Fixture directory, e.g. data/demo."),
+    as_of: str | None = typer.Option(
+        None, help="The fixture's as-of time (default 2026-11-01T12:00:00)."
+    ),
+    no_shift: bool = typer.Option(
+        False, "--no-shift", help="Keep the fixture's exact timestamps."
+    ),
+    database_url: str | None = DB_OPTION,
+) -> None:
+    """Validate and load a fixture directory (idempotent; all or nothing)."""
+    from crm_store.migrate import upgrade
+    from crm_store.seeding import DEFAULT_AS_OF, SeedValidationError, seed_directory
+
+    try:
+        as_of_time = dt.datetime.fromisoformat(as_of) if as_of else DEFAULT_AS_OF
+    except ValueError:
+        err.print(
+            f"error: --as-of {as_of!r} is not a date-time like 2026-11-01T12:00:00"
+        )
+        raise typer.Exit(2) from None
+    url = database_url or default_url()
+    upgrade(engine_for(url))
+    factory = session_factory(url)
+    with Progress(
+        TextColumn("{task.description:<20}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        console=err,
+        transient=not err.is_terminal,
+    ) as bar:
+        tasks: dict[str, int] = {}
+
+        def progress(table: str, done: int, total: int) -> None:
+            if table not in tasks:
+                tasks[table] = bar.add_task(table, total=total)
+            bar.update(tasks[table], completed=done)
+
+        try:
+            with factory.begin() as session:
+                report = seed_directory(
+                    session,
+                    directory=directory,
+                    as_of=as_of_time,
+                    shift=not no_shift,
+                    progress=progress,
+                )
+        except SeedValidationError as exc:
+            bar.stop()
+            for line in exc.errors[:50]:
+                err.print(line, markup=False, highlight=False)
+            if len(exc.errors) > 50:
+                err.print(f"... and {len(exc.errors) - 50} more")
+            err.print(f"error: {exc}")
+            raise typer.Exit(1) from None
+    table = Table(title=f"seeded {report.dataset} (time shift {report.shift})")
+    for column in ("table", "inserted", "already there"):
+        table.add_column(column)
+    for name, count in report.inserted.items():
+        table.add_row(name, str(count), str(report.skipped[name]))
+    out.print(table)
+
+
+@customer_app.command("show")
+def customer_show(customer_id: str, database_url: str | None = DB_OPTION) -> None:
+    """Show a customer's profile, identities and recent orders."""
+    from crm_store.services.customers import customer_profile
+    from crm_store.services.errors import NotFound
+    from crm_store.services.orders import orders_for_customer
+
+    with session_factory(database_url).begin() as session:
+        try:
+            profile = customer_profile(session, customer_id=customer_id)
+        except NotFound:
+            err.print(f"error: no customer {customer_id}")
+            raise typer.Exit(1) from None
+        orders = orders_for_customer(session, customer_id=customer_id, limit=5)
+        out.print(
+            f"[bold]{profile.name}[/] ({profile.id})"
+            f"{' prospect' if profile.is_prospect else ''}",
+            highlight=False,
+        )
+        out.print(
+            f"postcode {profile.postcode or '-'}, preferred channel "
+            f"{profile.preferred_channel or '-'}, {profile.order_count} orders",
+            highlight=False,
+        )
+        for identity in profile.identities:
+            mark = "verified" if identity.verified else "unverified"
+            out.print(
+                f"  {identity.kind:<9} {identity.value} ({mark})", highlight=False
+            )
+        table = Table(title="recent orders")
+        for column in ("order", "placed", "status", "total", "carrier", "tracking"):
+            table.add_column(column)
+        for order in orders:
+            table.add_row(
+                order.id,
+                f"{order.placed_at:%Y-%m-%d}",
+                order.status,
+                f"{order.total} {order.currency}",
+                order.carrier or "",
+                order.tracking_number or "",
+            )
+        out.print(table)
+        _print_scores(session, customer_id)
+
+
+def _print_scores(session, customer_id: str) -> None:  # noqa: ANN001
+    """Print analytics scores when the analytics package provides them."""
+    try:
+        from crm_store.analytics.service import customer_scores
+    except ImportError:
+        return
+    scores = customer_scores(session, customer_id=customer_id)
+    if scores is not None:
+        out.print(str(scores), highlight=False)
+
+
+@customer_app.command("timeline")
+def customer_timeline(
+    customer_id: str,
+    limit: int = typer.Option(20, min=1, max=200, help="Rows per page."),
+    cursor: str | None = typer.Option(None, help="next_cursor of the previous page."),
+    database_url: str | None = DB_OPTION,
+) -> None:
+    """Show a customer's contact history on every channel, newest first."""
+    from crm_store.services.customers import get_customer
+    from crm_store.services.errors import InvalidInput, NotFound
+    from crm_store.services.interactions import timeline
+
+    with session_factory(database_url).begin() as session:
+        try:
+            get_customer(session, customer_id=customer_id)
+            page = timeline(
+                session, customer_id=customer_id, limit=limit, cursor=cursor
+            )
+        except (NotFound, InvalidInput) as exc:
+            err.print(f"error: {exc}")
+            raise typer.Exit(1) from None
+        table = Table(title=f"timeline of {customer_id}")
+        for column in ("when", "channel", "dir", "author", "intent", "text"):
+            table.add_column(column)
+        for row in page.items:
+            table.add_row(
+                f"{row.occurred_at:%Y-%m-%d %H:%M}",
+                row.channel,
+                row.direction,
+                row.author,
+                row.intent or "",
+                (row.text or "")[:80],
+            )
+        out.print(table)
+        if page.next_cursor:
+            out.print(f"more: --cursor {page.next_cursor}", highlight=False)
+
+
+@bench_app.command("store")
+def bench_store(
+    customers: int = typer.Option(100_000, min=1, help="Customers to generate."),
+    interactions: int = typer.Option(
+        2_000_000, min=1, help="Interactions to generate."
+    ),
+    samples: int = typer.Option(2000, min=10, help="Timed appends / timeline reads."),
+    backend: list[str] = typer.Option(["sqlite", "postgresql"], help="Backends."),
+    pg_url: str = typer.Option(
+        "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres",
+        envvar="CRM_BENCH_PG_URL",
+        help="Server URL; a scratch database is created.",
+    ),
+) -> None:
+    """Store benchmark: bulk load rate, append and timeline p50/p99."""
+    from bench.store import run_store_bench
+
+    run_store_bench(
+        customers=customers,
+        interactions=interactions,
+        samples=samples,
+        backends=backend,
+        pg_url=pg_url,
+        console=out,
+    )
+
+
+def main() -> None:
+    """Entry point of the ``crm`` console script."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

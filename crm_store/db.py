@@ -1,0 +1,88 @@
+"""Engine and session factories for SQLite (embedded default) and PostgreSQL."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from crm_store.settings import StoreSettings
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+T = TypeVar("T")
+
+
+def make_engine(url: str | None = None, *, echo: bool = False) -> Engine:
+    """Create an engine for ``url`` (default: from the environment).
+
+    SQLite files get WAL journaling, a busy timeout and enforced foreign keys, so
+    several processes (Rasa, action server, console) can share one file safely.
+    The parent directory of a SQLite file is created when missing.
+    """
+    if url is None:
+        settings = StoreSettings.from_env()
+        url, echo = settings.database_url, echo or settings.echo_sql
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(
+            url,
+            future=True,
+            echo=echo,
+            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+        )
+        event.listen(engine, "connect", _configure_sqlite)
+        return engine
+    return create_engine(
+        url, future=True, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=20
+    )
+
+
+def _configure_sqlite(dbapi_connection, _record) -> None:  # noqa: ANN001
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def make_session_factory(engine: Engine) -> sessionmaker:
+    """Return a 2.0-style session factory bound to ``engine``."""
+    return sessionmaker(bind=engine, future=True, expire_on_commit=False)
+
+
+def is_sqlite(session_or_engine: Session | Engine) -> bool:
+    """Tell whether the session's (or engine's) database is SQLite."""
+    bind = (
+        session_or_engine.get_bind()
+        if isinstance(session_or_engine, Session)
+        else session_or_engine
+    )
+    return bind.dialect.name == "sqlite"
+
+
+def retry_when_locked(func: Callable[[], T], *, attempts: int = 8) -> T:
+    """Run ``func`` again when SQLite reports a lock it could not wait out.
+
+    SQLite raises ``database is locked`` without waiting when two transactions that
+    both read first then try to write; retrying the whole unit of work is the fix.
+    Other errors propagate unchanged.
+    """
+    delay = 0.01
+    for attempt in range(attempts):
+        try:
+            return func()
+        except OperationalError as exc:
+            if "locked" not in str(exc).lower() or attempt == attempts - 1:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+    raise AssertionError("unreachable")

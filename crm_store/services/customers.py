@@ -1,0 +1,90 @@
+"""Customer profile reads."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import Session
+
+from crm_store.models import ChannelIdentity, Customer, Order
+from crm_store.services.errors import NotFound
+
+
+@dataclass(frozen=True)
+class IdentityView:
+    """A channel identity as shown to staff."""
+
+    kind: str
+    value: str
+    verified: bool
+
+
+@dataclass(frozen=True)
+class CustomerProfile:
+    """A customer's profile with identities and order totals."""
+
+    id: str
+    name: str
+    email: str | None
+    phone: str | None
+    postcode: str | None
+    preferred_channel: str | None
+    is_prospect: bool
+    created_at: object
+    order_count: int
+    identities: list[IdentityView] = field(default_factory=list)
+
+
+def get_customer(session: Session, *, customer_id: str) -> Customer:
+    """Return the customer or raise ``NotFound``."""
+    customer = session.get(Customer, customer_id)
+    if customer is None:
+        raise NotFound(f"customer {customer_id} not found")
+    return customer
+
+
+def customer_profile(session: Session, *, customer_id: str) -> CustomerProfile:
+    """Return a customer's profile, identities and order count."""
+    customer = get_customer(session, customer_id=customer_id)
+    identities = session.execute(
+        select(ChannelIdentity)
+        .where(ChannelIdentity.customer_id == customer_id)
+        .order_by(ChannelIdentity.kind, ChannelIdentity.value)
+    ).scalars()
+    order_count = session.execute(
+        select(func.count()).select_from(Order).where(Order.customer_id == customer_id)
+    ).scalar_one()
+    return CustomerProfile(
+        id=customer.id,
+        name=customer.display_name,
+        email=customer.email,
+        phone=customer.phone,
+        postcode=customer.postcode,
+        preferred_channel=customer.preferred_channel,
+        is_prospect=customer.is_prospect,
+        created_at=customer.created_at,
+        order_count=order_count,
+        identities=[IdentityView(i.kind, i.value, i.verified) for i in identities],
+    )
+
+
+def search_customers(
+    session: Session, *, query: str, limit: int = 20
+) -> list[Customer]:
+    """Find customers whose id, name, email or phone contains ``query``."""
+    needle = f"%{query.strip().lower()}%"
+    stmt = (
+        select(Customer)
+        .where(
+            or_(
+                func.lower(Customer.id).like(needle),
+                func.lower(Customer.first_name + " " + Customer.last_name).like(needle),
+                func.lower(Customer.email).like(needle),
+                Customer.phone.like(needle),
+            )
+        )
+        .order_by(Customer.id)
+        .limit(limit)
+    )
+    return list(session.execute(stmt).scalars())

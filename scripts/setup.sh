@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Create .venv with Python 3.10 and install the committed lock file. Fast no-op when
+# the stamp (hash of requirements.lock + pyproject.toml) matches what is installed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=.venv
+hash=$(cat requirements.lock pyproject.toml | sha256sum | cut -c1-16)
+stamp="$VENV/.installed-$hash"
+if [ -f "$stamp" ] && [ -x "$VENV/bin/python" ]; then
+  exit 0
+fi
+python=$(scripts/find-python.sh)
+if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import sys; assert sys.version_info[:2] == (3, 10)' 2>/dev/null; then
+  echo "setup: creating $VENV with $python"
+  rm -rf "$VENV"
+  "$python" -m venv "$VENV"
+fi
+echo "setup: installing requirements.lock (first run takes a few minutes, ~2.7 GB)"
+"$VENV/bin/python" -m pip install --quiet --upgrade "pip<24.1" "setuptools<71" wheel
+"$VENV/bin/python" -m pip install --quiet --progress-bar off -r requirements.lock
+"$VENV/bin/python" -m pip install --quiet --no-deps --no-build-isolation -e .
+"$VENV/bin/python" -m pip check
+rm -f "$VENV"/.installed-*
+touch "$stamp"
+echo "setup: done ($($VENV/bin/python --version), $(grep -c . requirements.lock) locked packages)"
