@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import sys
 from pathlib import Path
+from typing import Optional
 
 import typer
 from rich.console import Console
@@ -38,7 +39,7 @@ DB_OPTION = typer.Option(
 
 
 @db_app.command("upgrade")
-def db_upgrade(database_url: str | None = DB_OPTION) -> None:
+def db_upgrade(database_url: Optional[str] = DB_OPTION) -> None:
     """Create or migrate the store's schema to the latest revision."""
     from crm_store.migrate import upgrade
 
@@ -50,13 +51,13 @@ def db_upgrade(database_url: str | None = DB_OPTION) -> None:
 @app.command()
 def seed(
     directory: Path = typer.Argument(..., help="Fixture directory, e.g. data/demo."),
-    as_of: str | None = typer.Option(
+    as_of: Optional[str] = typer.Option(
         None, help="The fixture's as-of time (default 2026-11-01T12:00:00)."
     ),
     no_shift: bool = typer.Option(
         False, "--no-shift", help="Keep the fixture's exact timestamps."
     ),
-    database_url: str | None = DB_OPTION,
+    database_url: Optional[str] = DB_OPTION,
 ) -> None:
     """Validate and load a fixture directory (idempotent; all or nothing)."""
     from crm_store.migrate import upgrade
@@ -112,7 +113,7 @@ def seed(
 
 
 @customer_app.command("show")
-def customer_show(customer_id: str, database_url: str | None = DB_OPTION) -> None:
+def customer_show(customer_id: str, database_url: Optional[str] = DB_OPTION) -> None:
     """Show a customer's profile, identities and recent orders."""
     from crm_store.services.customers import customer_profile
     from crm_store.services.errors import NotFound
@@ -171,8 +172,10 @@ def _print_scores(session, customer_id: str) -> None:  # noqa: ANN001
 def customer_timeline(
     customer_id: str,
     limit: int = typer.Option(20, min=1, max=200, help="Rows per page."),
-    cursor: str | None = typer.Option(None, help="next_cursor of the previous page."),
-    database_url: str | None = DB_OPTION,
+    cursor: Optional[str] = typer.Option(
+        None, help="next_cursor of the previous page."
+    ),
+    database_url: Optional[str] = DB_OPTION,
 ) -> None:
     """Show a customer's contact history on every channel, newest first."""
     from crm_store.services.customers import get_customer
@@ -230,6 +233,14 @@ def bench_store(
         pg_url=pg_url,
         console=out,
     )
+
+
+@app.command()
+def run(database_url: Optional[str] = DB_OPTION) -> None:
+    """Start everything on the embedded default with demo data (Ctrl-C stops)."""
+    from bot.supervisor import run as run_all
+
+    raise typer.Exit(run_all(database_url or default_url()))
 
 
 def main() -> None:

@@ -4,9 +4,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=.venv
-hash=$(cat requirements.lock pyproject.toml | sha256sum | cut -c1-16)
+hash=$(sha256sum requirements.lock | cut -c1-16)
 stamp="$VENV/.installed-$hash"
+project_stamp="$VENV/.project-$(sha256sum pyproject.toml | cut -c1-16)"
 if [ -f "$stamp" ] && [ -x "$VENV/bin/python" ]; then
+  if [ ! -f "$project_stamp" ]; then
+    "$VENV/bin/python" -m pip install --quiet --no-deps --no-build-isolation -e .
+    rm -f "$VENV"/.project-*; touch "$project_stamp"
+  fi
   exit 0
 fi
 python=$(scripts/find-python.sh)
@@ -17,9 +22,9 @@ if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import sys; assert sy
 fi
 echo "setup: installing requirements.lock (first run takes a few minutes, ~2.7 GB)"
 "$VENV/bin/python" -m pip install --quiet --upgrade "pip<24.1" "setuptools<71" wheel
-"$VENV/bin/python" -m pip install --quiet --progress-bar off -r requirements.lock
+"$VENV/bin/python" -m pip install --quiet --progress-bar off -r requirements.lock 2> >(grep -v "is ignored: it is neither" >&2)
 "$VENV/bin/python" -m pip install --quiet --no-deps --no-build-isolation -e .
 "$VENV/bin/python" -m pip check
-rm -f "$VENV"/.installed-*
-touch "$stamp"
+rm -f "$VENV"/.installed-* "$VENV"/.project-*
+touch "$stamp" "$project_stamp"
 echo "setup: done ($($VENV/bin/python --version), $(grep -c . requirements.lock) locked packages)"
