@@ -9,6 +9,7 @@ from crm_store.models import Order
 from crm_store.services.errors import InvalidInput, NotFound, NotOwner
 
 MAX_ORDERS_PAGE = 100
+ORDER_NOT_FOUND = "order not found"
 
 
 def normalize_order_number(order_number: str) -> str:
@@ -64,9 +65,9 @@ def get_order_for_customer(
         .options(selectinload(Order.lines))
     ).scalar_one_or_none()
     if order is None:
-        raise NotFound("order not found")
+        raise NotFound(ORDER_NOT_FOUND)
     if order.customer_id != customer_id:
-        raise NotOwner()
+        raise NotOwner(ORDER_NOT_FOUND)
     return order
 
 
