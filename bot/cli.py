@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
 
+from bot.cli_analytics import analytics_app
 from bot.store import default_url, engine_for, safe_url, session_factory
 
 app = typer.Typer(
@@ -27,6 +28,7 @@ bench_app = typer.Typer(
 app.add_typer(db_app, name="db")
 app.add_typer(customer_app, name="customer")
 app.add_typer(bench_app, name="bench")
+app.add_typer(analytics_app, name="analytics")
 out = Console()
 err = Console(stderr=True)
 
@@ -230,6 +232,31 @@ def bench_store(
         interactions=interactions,
         samples=samples,
         backends=backend,
+        pg_url=pg_url,
+        console=out,
+    )
+
+
+@bench_app.command("analytics")
+def bench_analytics(
+    customers: list[int] = typer.Option(
+        [100_000], "--customers", help="Customer counts to generate (repeatable)."
+    ),
+    orders_per_customer: float = typer.Option(
+        4.0, min=0.1, help="Mean orders per customer."
+    ),
+    pg_url: str = typer.Option(
+        "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres",
+        envvar="CRM_BENCH_PG_URL",
+        help="Server URL; a scratch database is created and dropped.",
+    ),
+) -> None:
+    """Analytics benchmark: full and incremental refresh time (PostgreSQL)."""
+    from bench.analytics import run_analytics_bench
+
+    run_analytics_bench(
+        sizes=customers,
+        orders_per_customer=orders_per_customer,
         pg_url=pg_url,
         console=out,
     )
