@@ -1,0 +1,230 @@
+"""Start the Rasa server with two guards that plain ``rasa run`` lacks.
+
+``python -m bot.rasa_server --model M --endpoints E --credentials C --port P``
+
+1. Event broker guard: Rasa only logs a warning when a custom event broker
+   (``event_broker.type: bot.broker.ContactHistoryBroker``) cannot be imported,
+   then runs without contact history. Here the class is resolved before start;
+   if that fails the process exits with code 3 and a clear message. After the
+   agent is loaded, a listener checks that the broker really exists.
+2. Action server fallback: when the action server is down, times out or fails
+   (5xx), Rasa logs the error and the customer gets nothing. Here the action
+   endpoint is wrapped (``FallbackActionEndpoint``): such a failure becomes a
+   normal action result carrying an apology and the offer of a human, so the
+   customer hears back at once and the turn is logged by the broker like any
+   other. Validation rejections (HTTP 400) keep Rasa's own handling.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from rasa.utils.endpoints import ClientResponseError, EndpointConfig
+
+logger = logging.getLogger(__name__)
+
+BROKER_GUARD_EXIT = 3
+DEFAULT_ACTION_TIMEOUT = 5.0
+APOLOGY = (
+    "Sorry, something went wrong on our side and I can't finish that right now. "
+    'Would you like to talk to a person? Just say "human" and a member of our '
+    "team will take over, or try again in a few minutes."
+)
+HUMAN_BUTTON = {"title": "Talk to a person", "payload": "I want to talk to a human"}
+FALLBACK_MARK = "action_server_unavailable"
+REPEAT_WINDOW_SECONDS = 5.0
+
+
+class BrokerGuardError(RuntimeError):
+    """The configured event broker cannot be loaded."""
+
+
+def check_event_broker(endpoints_path: str | None) -> type | None:
+    """Resolve the custom event broker class configured in ``endpoints_path``.
+
+    Returns the class, or ``None`` when no custom broker is configured.
+
+    Raises:
+        BrokerGuardError: the class cannot be imported or is not an EventBroker.
+    """
+    from rasa.core.brokers.broker import EventBroker
+    from rasa.core.utils import AvailableEndpoints
+    from rasa.shared.utils.common import class_from_module_path
+
+    if not endpoints_path or not Path(endpoints_path).is_file():
+        return None
+    endpoints = AvailableEndpoints.read_endpoints(endpoints_path)
+    config = endpoints.event_broker
+    if config is None or not config.type:
+        return None
+    if config.type.lower() in ("pika", "sql", "file", "kafka"):
+        return None
+    try:
+        broker_class = class_from_module_path(config.type)
+    except (AttributeError, ImportError) as error:
+        raise BrokerGuardError(
+            f"event broker {config.type!r} from {endpoints_path} cannot be "
+            f"imported ({type(error).__name__}: {error}); refusing to start "
+            "without contact history"
+        ) from error
+    if not (isinstance(broker_class, type) and issubclass(broker_class, EventBroker)):
+        raise BrokerGuardError(f"{config.type!r} is not a Rasa EventBroker subclass")
+    return broker_class
+
+
+class FallbackActionEndpoint(EndpointConfig):
+    """Action endpoint that answers with an apology when the action server fails."""
+
+    def __init__(self, *args: Any, action_timeout: float, **kwargs: Any) -> None:
+        """Same arguments as ``EndpointConfig`` plus the per-call timeout."""
+        super().__init__(*args, **kwargs)
+        self.action_timeout = action_timeout
+        self._apologized: dict[str, float] = {}
+
+    @classmethod
+    def wrap(cls, config: EndpointConfig, action_timeout: float) -> Any:
+        """Return a fallback endpoint with the settings of ``config``."""
+        return cls(
+            config.url,
+            config.params,
+            config.headers,
+            config.basic_auth,
+            config.token,
+            config.token_name,
+            config.cafile,
+            action_timeout=action_timeout,
+            **config.kwargs,
+        )
+
+    async def request(
+        self,
+        method: str = "post",
+        subpath: str | None = None,
+        content_type: str | None = "application/json",
+        compress: bool = False,
+        **kwargs: Any,
+    ) -> Any:
+        """Call the action server; turn outages into a fallback response."""
+        kwargs["timeout"] = aiohttp.ClientTimeout(total=self.action_timeout)
+        try:
+            return await super().request(
+                method, subpath, content_type, compress, **kwargs
+            )
+        except ClientResponseError as error:
+            if error.status < 500:
+                raise
+            reason = f"HTTP {error.status}"
+        except (aiohttp.ClientError, asyncio.TimeoutError) as error:
+            reason = type(error).__name__
+        body = kwargs.get("json") or {}
+        action = body.get("next_action", "?")
+        logger.error(
+            "action server failed on %s (%s); answering with the fallback",
+            action,
+            reason,
+        )
+        return self._fallback(str(body.get("sender_id", "")))
+
+    def _fallback(self, sender_id: str) -> dict[str, Any]:
+        """One apology per sender and turn; later failed calls stay silent."""
+        now = time.monotonic()
+        self._apologized = {
+            k: v for k, v in self._apologized.items() if now - v < REPEAT_WINDOW_SECONDS
+        }
+        # Deactivate any form so the bot does not keep calling the dead server.
+        events = [{"event": "active_loop", "name": None}]
+        if sender_id in self._apologized:
+            return {"events": events, "responses": []}
+        self._apologized[sender_id] = now
+        message = {
+            "text": APOLOGY,
+            "buttons": [dict(HUMAN_BUTTON)],
+            "fallback": FALLBACK_MARK,
+        }
+        return {"events": events, "responses": [message]}
+
+
+def _after_start_check(expected: type | None) -> Any:
+    async def check(app: Any, _loop: Any) -> None:
+        if expected is None:
+            return
+        agent = getattr(app.ctx, "agent", None)
+        broker = getattr(getattr(agent, "tracker_store", None), "event_broker", None)
+        if not isinstance(broker, expected):
+            logger.critical(
+                "event broker %s was not created; stopping (no contact history)",
+                expected.__name__,
+            )
+            sys.stderr.flush()
+            os._exit(BROKER_GUARD_EXIT)
+
+    return check
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse the subset of ``rasa run`` options this project uses."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help="Model file (.tar.gz).")
+    parser.add_argument("--endpoints", default="endpoints.yml")
+    parser.add_argument("--credentials", default=None)
+    parser.add_argument(
+        "--port", type=int, default=int(os.environ.get("RASA_PORT", 5005))
+    )
+    parser.add_argument("--interface", default="0.0.0.0")
+    parser.add_argument("--cors", nargs="*", default=None)
+    parser.add_argument("--enable-api", action="store_true")
+    parser.add_argument(
+        "--action-timeout",
+        type=float,
+        default=float(os.environ.get("CRM_ACTION_TIMEOUT", DEFAULT_ACTION_TIMEOUT)),
+        help="Seconds before an action call counts as failed.",
+    )
+    parser.add_argument("--debug", action="store_true")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Check the broker, wrap the action endpoint and serve (blocks)."""
+    args = parse_args(argv)
+    from rasa.utils.common import configure_logging_and_warnings
+
+    configure_logging_and_warnings(logging.DEBUG if args.debug else logging.INFO)
+    logging.getLogger(__name__).setLevel(logging.INFO)
+    try:
+        broker_class = check_event_broker(args.endpoints)
+    except BrokerGuardError as error:
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        return BROKER_GUARD_EXIT
+
+    import rasa.core.run
+    from rasa.core.utils import AvailableEndpoints
+
+    endpoints = AvailableEndpoints.read_endpoints(args.endpoints)
+    if endpoints.action is not None:
+        endpoints.action = FallbackActionEndpoint.wrap(
+            endpoints.action, args.action_timeout
+        )
+    rasa.core.run.serve_application(
+        model_path=args.model,
+        interface=args.interface,
+        port=args.port,
+        credentials=args.credentials,
+        channel=None if args.credentials else "rest",
+        cors=args.cors,
+        enable_api=args.enable_api,
+        endpoints=endpoints,
+        server_listeners=[(_after_start_check(broker_class), "after_server_start")],
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,236 @@
+"""Process wiring shared by ``crm run``, the e2e harness and the benchmark.
+
+Builds the command lines of the Rasa server (through ``bot.rasa_server``) and the
+action server, writes a runtime copy of ``endpoints.yml`` pointing at the action
+server's actual port, and waits for HTTP readiness.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from crm_store.settings import PROJECT_ROOT
+
+DEFAULT_RASA_PORT = 5005
+DEFAULT_ACTION_PORT = 5055
+
+
+def free_port() -> int:
+    """Return a TCP port that is free on 127.0.0.1 right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def action_url(port: int, host: str = "127.0.0.1") -> str:
+    """The action server's webhook URL."""
+    return f"http://{host}:{port}/webhook"
+
+
+def write_runtime_endpoints(
+    destination: Path,
+    *,
+    action_webhook: str,
+    source: Path = PROJECT_ROOT / "endpoints.yml",
+    overrides: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``source`` to ``destination`` with the action endpoint's URL replaced.
+
+    Everything else (event broker, tracker and lock stores, ``${ENV}`` references)
+    is copied as is; ``overrides`` replaces whole top-level sections (``None``
+    removes one).
+    """
+    config: dict[str, Any] = {}
+    if source.is_file():
+        config = yaml.safe_load(source.read_text()) or {}
+    action = dict(config.get("action_endpoint") or {})
+    action["url"] = action_webhook
+    config["action_endpoint"] = action
+    for key, value in (overrides or {}).items():
+        if value is None:
+            config.pop(key, None)
+        else:
+            config[key] = value
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    destination.write_text(yaml.safe_dump(config, sort_keys=False))
+    return destination
+
+
+def rasa_server_argv(
+    *,
+    model: Path,
+    endpoints: Path,
+    port: int,
+    credentials: Path | None = None,
+    cors: str | None = None,
+    enable_api: bool = False,
+    interface: str = "127.0.0.1",
+) -> list[str]:
+    """Command line of the guarded Rasa server (``python -m bot.rasa_server``)."""
+    argv = [
+        sys.executable,
+        "-m",
+        "bot.rasa_server",
+        "--model",
+        str(model),
+        "--endpoints",
+        str(endpoints),
+        "--port",
+        str(port),
+        "--interface",
+        interface,
+    ]
+    if credentials is not None:
+        argv += ["--credentials", str(credentials)]
+    if cors:
+        argv += ["--cors", cors]
+    if enable_api:
+        argv.append("--enable-api")
+    return argv
+
+
+def action_server_argv(*, port: int, actions: str = "actions") -> list[str]:
+    """Command line of the Rasa SDK action server for the ``actions`` package."""
+    return [
+        sys.executable,
+        "-m",
+        "rasa_sdk",
+        "--actions",
+        actions,
+        "--port",
+        str(port),
+    ]
+
+
+def process_env(
+    *,
+    database_url: str,
+    project: Path = PROJECT_ROOT,
+    extra: dict[str, str] | None = None,
+) -> dict[str, str]:
+    """Environment for the bot processes: store URL and import path."""
+    paths = [str(PROJECT_ROOT)]
+    if project.resolve() != PROJECT_ROOT:
+        paths.insert(0, str(project))
+    existing = os.environ.get("PYTHONPATH")
+    if existing:
+        paths.append(existing)
+    env = {
+        **os.environ,
+        "CRM_DATABASE_URL": database_url,
+        "PYTHONPATH": os.pathsep.join(paths),
+        "RASA_TELEMETRY_ENABLED": "false",
+        "SQLALCHEMY_SILENCE_UBER_WARNING": "1",
+        "PYTHONUNBUFFERED": "1",
+    }
+    env.update(extra or {})
+    return env
+
+
+def http_ok(url: str, timeout: float = 2.0) -> bool:
+    """True if GET ``url`` answers 2xx."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310
+            return 200 <= response.status < 300
+    except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+        return False
+
+
+def wait_until_ready(
+    url: str,
+    *,
+    timeout: float,
+    alive: Callable[[], bool] = lambda: True,
+    interval: float = 0.25,
+) -> bool:
+    """Poll ``url`` until it answers 2xx; False on timeout or if ``alive()`` fails."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if http_ok(url):
+            return True
+        if not alive():
+            return False
+        time.sleep(interval)
+    return False
+
+
+class ServerProcess:
+    """A server child process with its output in a log file (harness, benchmark)."""
+
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        *,
+        env: dict[str, str],
+        cwd: Path,
+        log_path: Path,
+        ready_url: str,
+    ) -> None:
+        """Describe the process; ``start`` launches it."""
+        self.name = name
+        self.argv = argv
+        self.env = env
+        self.cwd = cwd
+        self.log_path = log_path
+        self.ready_url = ready_url
+        self.popen: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        """Launch the process (output appended to ``log_path``)."""
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self.popen = subprocess.Popen(
+                self.argv,
+                cwd=self.cwd,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def alive(self) -> bool:
+        """True while the process runs."""
+        return self.popen is not None and self.popen.poll() is None
+
+    def wait_ready(self, timeout: float) -> None:
+        """Wait for ``ready_url``; raise with the log's tail if it never answers."""
+        if not wait_until_ready(self.ready_url, timeout=timeout, alive=self.alive):
+            code = self.popen.poll() if self.popen else None
+            raise RuntimeError(
+                f"{self.name} did not become ready at {self.ready_url} within "
+                f"{timeout:.0f}s (exit code {code}); last lines of {self.log_path}:\n"
+                + self.log_tail()
+            )
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The last ``lines`` lines of the process log."""
+        if not self.log_path.is_file():
+            return "(no log)"
+        text = self.log_path.read_text(errors="replace").splitlines()
+        return "\n".join(text[-lines:])
+
+    def stop(self, timeout: float = 20.0) -> int | None:
+        """SIGTERM (then SIGKILL after ``timeout``); return the exit code."""
+        if self.popen is None:
+            return None
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(5)
+        return self.popen.returncode

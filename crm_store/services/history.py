@@ -1,0 +1,111 @@
+"""Contact-history bookkeeping for the bot's event broker.
+
+Conversation ids follow the Rasa sender id: the first conversation of a sender
+has exactly the sender id; once it is closed, the sender's next message opens
+``<sender id>~<n>`` (n = 2, 3, ...), so staff see each visit separately.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import case, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from crm_store.models import Conversation, Interaction, utcnow
+
+SUFFIX_SEPARATOR = "~"
+MAX_CONVERSATION_ID = 128
+
+
+def latest_conversation(session: Session, *, sender_id: str) -> Conversation | None:
+    """Return the sender's most recent conversation (open or closed), if any."""
+    pattern = (
+        sender_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        + SUFFIX_SEPARATOR
+        + "%"
+    )
+    stmt = (
+        select(Conversation)
+        .where(
+            or_(
+                Conversation.id == sender_id,
+                Conversation.id.like(pattern, escape="\\"),
+            )
+        )
+        .order_by(Conversation.started_at.desc(), Conversation.id.desc())
+        .limit(1)
+    )
+    return session.execute(stmt).scalars().first()
+
+
+def next_conversation_id(session: Session, *, sender_id: str) -> str:
+    """Return the id for the sender's next conversation (see module docstring)."""
+    base = sender_id[: MAX_CONVERSATION_ID - 8]
+    if session.get(Conversation, base) is None:
+        return base
+    count = session.execute(
+        select(func.count())
+        .select_from(Conversation)
+        .where(Conversation.id.like(base.replace("%", "\\%") + "~%", escape="\\"))
+    ).scalar_one()
+    number = count + 2
+    while session.get(Conversation, f"{base}{SUFFIX_SEPARATOR}{number}") is not None:
+        number += 1
+    return f"{base}{SUFFIX_SEPARATOR}{number}"
+
+
+def link_conversation_customer(
+    session: Session, *, conversation_id: str, customer_id: str
+) -> int:
+    """Attach a conversation to a customer and backfill its earlier interactions.
+
+    Interactions of the conversation that were stored before the customer was
+    known get ``customer_id``; rows already attributed are left alone.
+    Returns the number of interactions backfilled.
+    """
+    conversation = session.get(Conversation, conversation_id)
+    if conversation is not None and conversation.customer_id != customer_id:
+        conversation.customer_id = customer_id
+    result = session.execute(
+        update(Interaction)
+        .where(
+            Interaction.conversation_id == conversation_id,
+            Interaction.customer_id.is_(None),
+        )
+        .values(customer_id=customer_id)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount or 0
+
+
+def mark_escalated(session: Session, *, conversation_id: str) -> None:
+    """Record that a conversation was handed to a human (it stays open)."""
+    conversation = session.get(Conversation, conversation_id)
+    if conversation is not None:
+        conversation.outcome = "escalated"
+
+
+def close_idle_conversations(
+    session: Session, *, idle_for: dt.timedelta, now: dt.datetime | None = None
+) -> int:
+    """Close open conversations idle longer than ``idle_for``.
+
+    The outcome is ``abandoned`` unless the conversation was already escalated.
+    Returns the number of conversations closed.
+    """
+    cutoff = (now or utcnow()) - idle_for
+    result = session.execute(
+        update(Conversation)
+        .where(Conversation.status == "open", Conversation.last_activity_at < cutoff)
+        .values(
+            status="closed",
+            outcome=case(
+                (Conversation.outcome == "escalated", "escalated"),
+                else_="abandoned",
+            ),
+            ended_at=Conversation.last_activity_at,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount or 0

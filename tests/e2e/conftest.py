@@ -1,0 +1,186 @@
+"""End-to-end harness: real Rasa and action servers against a temporary store.
+
+The session-scoped ``stack`` fixture:
+- migrates a SQLite file in a tmp dir and seeds it from ``data/demo`` (timestamps
+  shifted to now, as ``crm run`` does);
+- trains the model if the training data changed (``bot.training.ensure_model``;
+  a cached model is reused);
+- writes its own ``endpoints.yml`` (action server on a free port, broker flushing
+  every 50 ms) and starts the action server and the guarded Rasa server
+  (``python -m bot.rasa_server``) on free ports, never 5005/5055;
+- stops both at the end of the session.
+
+Set ``CRM_E2E_PROJECT`` to run against another Rasa project directory (used to
+develop the harness before the bot content existed).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import requests
+from sqlalchemy.orm import sessionmaker
+
+from bot.runtime import (
+    ServerProcess,
+    action_server_argv,
+    action_url,
+    free_port,
+    process_env,
+    rasa_server_argv,
+    write_runtime_endpoints,
+)
+from bot.training import ensure_model
+from crm_store.db import make_engine, make_session_factory
+from crm_store.migrate import upgrade
+from crm_store.seeding import seed_directory
+
+ROOT = Path(__file__).resolve().parents[2]
+PROJECT = Path(os.environ.get("CRM_E2E_PROJECT", ROOT)).resolve()
+DEMO_DIR = ROOT / "data" / "demo"
+START_TIMEOUT = float(os.environ.get("CRM_E2E_START_TIMEOUT", 180))
+REPLY_TIMEOUT = 30.0
+T = TypeVar("T")
+
+
+@dataclass
+class Stack:
+    """Handles on the running servers and the store they write to."""
+
+    rasa_url: str
+    action_url: str
+    database_url: str
+    identity_secret: str
+    factory: sessionmaker
+    workdir: Path
+    rasa: ServerProcess
+    actions: ServerProcess
+    http: requests.Session = field(default_factory=requests.Session)
+
+    def send(
+        self, sender: str, text: str, metadata: dict[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
+        """POST a message to the REST webhook and return the bot's replies."""
+        response = self.http.post(
+            f"{self.rasa_url}/webhooks/rest/webhook",
+            json={"sender": sender, "message": text, "metadata": metadata or {}},
+            timeout=REPLY_TIMEOUT,
+        )
+        response.raise_for_status()
+        return response.json()
+
+    def texts(
+        self, sender: str, text: str, metadata: dict[str, Any] | None = None
+    ) -> list[str]:
+        """Like ``send`` but return only the reply texts."""
+        return [r["text"] for r in self.send(sender, text, metadata) if r.get("text")]
+
+    def stop_action_server(self) -> None:
+        """Stop the action server (the Rasa server keeps running)."""
+        self.actions.stop()
+
+    def start_action_server(self) -> None:
+        """(Re)start the action server and wait until it is healthy."""
+        if not self.actions.alive():
+            self.actions.start()
+        self.actions.wait_ready(START_TIMEOUT)
+
+    def eventually(
+        self,
+        probe: Callable[[], T],
+        *,
+        timeout: float = 10.0,
+        interval: float = 0.05,
+    ) -> T:
+        """Return ``probe()`` once truthy (the broker writes asynchronously).
+
+        Raises AssertionError with the last value if it stays falsy.
+        """
+        deadline = time.monotonic() + timeout
+        value = probe()
+        while not value and time.monotonic() < deadline:
+            time.sleep(interval)
+            value = probe()
+        if not value:
+            raise AssertionError(f"condition not met within {timeout}s: {value!r}")
+        return value
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    workdir = tmp_path_factory.mktemp("e2e")
+    database_url = f"sqlite:///{workdir / 'crm.db'}"
+    engine = make_engine(database_url)
+    upgrade(engine)
+    factory = make_session_factory(engine)
+    with factory.begin() as session:
+        seed_directory(session, directory=DEMO_DIR)
+
+    model = ensure_model(PROJECT)
+    rasa_port, action_port = free_port(), free_port()
+    endpoints = write_runtime_endpoints(
+        workdir / "endpoints.yml",
+        action_webhook=action_url(action_port),
+        source=PROJECT / "endpoints.yml",
+        overrides={
+            "event_broker": {
+                "type": "bot.broker.ContactHistoryBroker",
+                "flush_interval_ms": 50,
+                "batch_size": 100,
+            }
+        },
+    )
+    credentials = PROJECT / "credentials.yml"
+    identity_secret = secrets.token_hex(16)
+    env = process_env(
+        database_url=database_url,
+        project=PROJECT,
+        extra={"CRM_IDENTITY_SECRET": identity_secret},
+    )
+    actions = ServerProcess(
+        "action server",
+        action_server_argv(port=action_port),
+        env=env,
+        cwd=PROJECT,
+        log_path=workdir / "actions.log",
+        ready_url=f"http://127.0.0.1:{action_port}/health",
+    )
+    rasa = ServerProcess(
+        "rasa server",
+        rasa_server_argv(
+            model=model,
+            endpoints=endpoints,
+            port=rasa_port,
+            credentials=credentials if credentials.is_file() else None,
+        ),
+        env=env,
+        cwd=PROJECT,
+        log_path=workdir / "rasa.log",
+        ready_url=f"http://127.0.0.1:{rasa_port}/",
+    )
+    actions.start()
+    rasa.start()
+    try:
+        actions.wait_ready(START_TIMEOUT)
+        rasa.wait_ready(START_TIMEOUT)
+        yield Stack(
+            rasa_url=f"http://127.0.0.1:{rasa_port}",
+            action_url=action_url(action_port),
+            database_url=database_url,
+            identity_secret=identity_secret,
+            factory=factory,
+            workdir=workdir,
+            rasa=rasa,
+            actions=actions,
+        )
+    finally:
+        rasa.stop()
+        actions.stop()
+        engine.dispose()
