@@ -108,6 +108,8 @@ class ChurnModel:
 
     def top_features(self, features: pd.DataFrame, k: int = 3) -> list[list]:
         """The ``k`` contributions that raise the risk most, per row, readable."""
+        if features.empty:
+            return []
         contrib = self.contributions(features).to_numpy()
         order = np.argsort(-contrib, axis=1)[:, :k]
         labels = np.array([FEATURE_LABELS[f] for f in FEATURES], dtype=object)

@@ -77,7 +77,7 @@ def load_order_summary(
         .where(Order.placed_at < until)
         .group_by(Order.customer_id)
     )
-    frame = pd.DataFrame(session.execute(stmt).all(), columns=list(stmt.c.keys()))
+    frame = pd.DataFrame(session.execute(stmt).all(), columns=list(stmt.selected_columns.keys()))
     for column in ("first_purchase", "last_purchase", "last_update"):
         frame[column] = pd.to_datetime(frame[column])
     for column in ("orders", "purchases", "kept", "returned", "cancelled"):
@@ -107,7 +107,7 @@ def load_purchases_between(
         )
         .group_by(Order.customer_id)
     )
-    frame = pd.DataFrame(session.execute(stmt).all(), columns=list(stmt.c.keys()))
+    frame = pd.DataFrame(session.execute(stmt).all(), columns=list(stmt.selected_columns.keys()))
     frame["spend"] = frame["spend"].astype("float64")
     return frame.set_index("customer_id")
 

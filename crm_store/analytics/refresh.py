@@ -109,7 +109,7 @@ def compute_clv(
     kept = buyers["kept"].to_numpy(dtype="float64")
     mean_value = (buyers["spend"] / buyers["kept"].clip(lower=1)).to_numpy("float64")
     # future purchases include some returns: scale order value by the kept share
-    kept_share = float(kept.sum() / n.sum())
+    kept_share = float(kept.sum() / n.sum()) if len(n) else 1.0
     out = pd.DataFrame(index=buyers.index)
     out["clv_heuristic"] = clv_model.heuristic_clv(
         buyers["spend_recent"].to_numpy(dtype="float64"),
