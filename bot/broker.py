@@ -65,6 +65,7 @@ CHANNEL_BY_INPUT = {
     "email": "email",
 }
 DEFAULT_CHANNEL = "chat"
+_WAKE: Any = object()
 GOODBYE_INTENT = "goodbye"
 CUSTOMER_SLOT = "customer_id"
 ESCALATED_SLOT = "escalated"
@@ -443,12 +444,16 @@ class ContactHistoryBroker(EventBroker):
     def stop(self) -> None:
         """Synchronous ``close``: flush, then stop the writer thread."""
         self._stop.set()
+        self._queue.put(_WAKE)
         if self._thread is not None:
             self._thread.join(self.close_timeout + 5)
-        if not self._queue.empty():
+        left = 0
+        while not self._queue.empty():
+            left += self._queue.get_nowait() is not _WAKE
+        if left:
             logger.error(
                 "contact history: %d events could not be written before shutdown",
-                self._queue.qsize(),
+                left,
             )
 
     def _run(self) -> None:
@@ -466,24 +471,29 @@ class ContactHistoryBroker(EventBroker):
                     return
 
     def _gather(self) -> list[dict[str, Any]]:
-        """Wait for events, then collect for ``flush_interval`` or ``batch_size``."""
+        """Wait for events, then collect for ``flush_interval`` or ``batch_size``.
+
+        ``stop`` puts a wake-up marker on the queue so that a long flush
+        interval never delays shutdown.
+        """
         batch: list[dict[str, Any]] = []
         wait = 0.05 if self._stop.is_set() else self.flush_interval
-        try:
-            batch.append(self._queue.get(timeout=wait))
-        except queue.Empty:
-            return batch
-        deadline = time.monotonic() + (0 if self._stop.is_set() else wait)
+        deadline = time.monotonic() + wait
         while len(batch) < self.batch_size:
             remaining = deadline - time.monotonic()
+            if self._stop.is_set() and batch:
+                remaining = 0
             try:
-                batch.append(
+                item = (
                     self._queue.get(timeout=remaining)
                     if remaining > 0
                     else self._queue.get_nowait()
                 )
             except queue.Empty:
                 break
+            if item is _WAKE:
+                continue
+            batch.append(item)
         return batch
 
     def _write_with_retry(self, batch: list[dict[str, Any]]) -> None:

@@ -1,0 +1,381 @@
+"""The contact-history broker against real SQLite and PostgreSQL databases."""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, func, select, text
+from sqlalchemy.engine import Engine
+
+from bot.broker import ContactHistoryBroker, event_id_for
+from crm_store.db import make_session_factory
+from crm_store.models import Conversation, Customer, Interaction
+from crm_store.services.interactions import transcript
+from tests.conftest import PG_ADMIN_URL
+
+
+def user(
+    sender: str,
+    text: str,
+    intent: str = "greet",
+    *,
+    confidence: float = 0.93,
+    channel: str = "rest",
+    at: float | None = None,
+    message_id: str | None = None,
+) -> dict[str, Any]:
+    return {
+        "sender_id": sender,
+        "event": "user",
+        "timestamp": at if at is not None else time.time(),
+        "text": text,
+        "message_id": message_id or uuid.uuid4().hex,
+        "input_channel": channel,
+        "parse_data": {"intent": {"name": intent, "confidence": confidence}},
+    }
+
+
+def bot(sender: str, text: str, *, at: float | None = None) -> dict[str, Any]:
+    return {
+        "sender_id": sender,
+        "event": "bot",
+        "timestamp": at if at is not None else time.time(),
+        "text": text,
+        "data": {"buttons": [{"title": "Yes", "payload": "/affirm"}]},
+        "metadata": {"utter_action": "utter_greet"},
+    }
+
+
+def slot(sender: str, name: str, value: Any) -> dict[str, Any]:
+    return {
+        "sender_id": sender,
+        "event": "slot",
+        "timestamp": time.time(),
+        "name": name,
+        "value": value,
+    }
+
+
+def new_sender() -> str:
+    return f"s-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture()
+def broker(empty_engine: Engine) -> Iterator[ContactHistoryBroker]:
+    broker = ContactHistoryBroker(
+        make_session_factory(empty_engine), flush_interval=0.02
+    )
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+def rows_of(engine: Engine, conversation_id: str) -> list[Interaction]:
+    with make_session_factory(engine)() as session:
+        return transcript(session, conversation_id=conversation_id)
+
+
+def conversation(engine: Engine, conversation_id: str) -> Conversation | None:
+    with make_session_factory(engine)() as session:
+        return session.get(Conversation, conversation_id)
+
+
+def add_customer(engine: Engine) -> str:
+    customer_id = f"T{uuid.uuid4().hex[:8].upper()}"
+    with make_session_factory(engine).begin() as session:
+        session.add(Customer(id=customer_id, first_name="Test"))
+    return customer_id
+
+
+def test_user_and_bot_messages_become_interactions(
+    broker: ContactHistoryBroker, empty_engine: Engine
+) -> None:
+    sender = new_sender()
+    events = [
+        {"sender_id": sender, "event": "action", "name": "action_listen"},
+        user(sender, "hi there", channel="telegram", confidence=0.87),
+        bot(sender, "Hello! How can I help?"),
+    ]
+    for event in events:
+        broker.publish(event)
+    assert broker.wait_idle()
+
+    incoming, outgoing = rows_of(empty_engine, sender)
+    assert (incoming.direction, incoming.author, incoming.text) == (
+        "in",
+        "customer",
+        "hi there",
+    )
+    assert (incoming.intent, incoming.confidence) == ("greet", 0.87)
+    assert incoming.event_id == events[1]["message_id"]
+    assert (outgoing.direction, outgoing.author, outgoing.intent) == (
+        "out",
+        "bot",
+        None,
+    )
+    assert outgoing.meta == {"utter_action": "utter_greet", "buttons": ["Yes"]}
+    assert incoming.channel == outgoing.channel == "telegram"
+    opened = conversation(empty_engine, sender)
+    assert (opened.channel, opened.status, opened.customer_id) == (
+        "telegram",
+        "open",
+        None,
+    )
+
+
+@pytest.mark.parametrize(
+    ("input_channel", "channel"),
+    [
+        ("rest", "chat"),
+        ("twilio_sms", "sms"),
+        ("twilio_voice", "voice"),
+        ("email", "email"),
+        ("something_else", "chat"),
+    ],
+)
+def test_input_channels_map_to_store_channels(
+    broker: ContactHistoryBroker, empty_engine: Engine, input_channel: str, channel: str
+) -> None:
+    sender = new_sender()
+    broker.publish(user(sender, "hello", channel=input_channel))
+    assert broker.wait_idle()
+    assert conversation(empty_engine, sender).channel == channel
+    assert rows_of(empty_engine, sender)[0].channel == channel
+
+
+def test_redelivered_events_are_stored_once(
+    broker: ContactHistoryBroker, empty_engine: Engine
+) -> None:
+    sender = new_sender()
+    events = [
+        user(sender, "where is my order", "order_status"),
+        bot(sender, "Let me check."),
+    ]
+    no_id = user(sender, "thanks", "thank")
+    del no_id["message_id"]
+    events.append(no_id)
+    for _ in range(3):
+        for event in events:
+            broker.publish(dict(event))
+        assert broker.wait_idle()
+    rows = rows_of(empty_engine, sender)
+    assert [r.text for r in rows] == ["where is my order", "Let me check.", "thanks"]
+    assert rows[2].event_id == event_id_for(no_id)
+
+
+def test_customer_slot_links_conversation_and_backfills_history(
+    broker: ContactHistoryBroker, empty_engine: Engine
+) -> None:
+    customer_id = add_customer(empty_engine)
+    sender = new_sender()
+    broker.publish(user(sender, "hi"))
+    broker.publish(bot(sender, "Hi! Who are you?"))
+    assert broker.wait_idle()
+    assert all(r.customer_id is None for r in rows_of(empty_engine, sender))
+
+    broker.publish(user(sender, "order 1234, postcode 1011AB", "inform"))
+    broker.publish(slot(sender, "customer_id", customer_id))
+    broker.publish(bot(sender, "Thanks, you are verified."))
+    assert broker.wait_idle()
+
+    rows = rows_of(empty_engine, sender)
+    assert len(rows) == 4
+    assert {r.customer_id for r in rows} == {customer_id}
+    assert conversation(empty_engine, sender).customer_id == customer_id
+
+
+def test_goodbye_closes_as_self_served(
+    broker: ContactHistoryBroker, empty_engine: Engine
+) -> None:
+    sender = new_sender()
+    broker.publish(user(sender, "hi"))
+    broker.publish(user(sender, "bye", "goodbye"))
+    broker.publish(bot(sender, "Bye!"))
+    assert broker.wait_idle()
+    closed = conversation(empty_engine, sender)
+    assert (closed.status, closed.outcome) == ("closed", "self_served")
+    assert closed.ended_at is not None
+    assert [r.text for r in rows_of(empty_engine, sender)] == ["hi", "bye", "Bye!"]
+
+    # The sender comes back: a new conversation, the old one stays closed.
+    broker.publish(user(sender, "hello again"))
+    assert broker.wait_idle()
+    again = conversation(empty_engine, f"{sender}~2")
+    assert again is not None and again.status == "open"
+    assert [r.text for r in rows_of(empty_engine, f"{sender}~2")] == ["hello again"]
+
+
+def test_escalated_conversation_closes_as_escalated(
+    broker: ContactHistoryBroker, empty_engine: Engine
+) -> None:
+    sender = new_sender()
+    broker.publish(user(sender, "I want a human", "request_human"))
+    broker.publish(slot(sender, "escalated", True))
+    assert broker.wait_idle()
+    still_open = conversation(empty_engine, sender)
+    assert (still_open.status, still_open.outcome) == ("open", "escalated")
+    broker.publish(user(sender, "bye", "goodbye"))
+    assert broker.wait_idle()
+    closed = conversation(empty_engine, sender)
+    assert (closed.status, closed.outcome) == ("closed", "escalated")
+
+
+def test_idle_conversations_are_closed_as_abandoned(empty_engine: Engine) -> None:
+    broker = ContactHistoryBroker(
+        make_session_factory(empty_engine),
+        flush_interval=0.02,
+        inactivity_timeout=dt.timedelta(minutes=30),
+        idle_check_interval=0.1,
+    )
+    broker.start()
+    try:
+        idle, escalated, active = new_sender(), new_sender(), new_sender()
+        long_ago = time.time() - 3600
+        broker.publish(user(idle, "hi", at=long_ago))
+        broker.publish(user(escalated, "human please", at=long_ago))
+        broker.publish(slot(escalated, "escalated", True))
+        broker.publish(user(active, "hi"))
+        assert broker.wait_idle()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            if conversation(empty_engine, idle).status == "closed":
+                break
+            time.sleep(0.05)
+    finally:
+        broker.stop()
+    assert conversation(empty_engine, idle).outcome == "abandoned"
+    assert conversation(empty_engine, escalated).outcome == "escalated"
+    assert conversation(empty_engine, escalated).status == "closed"
+    assert conversation(empty_engine, active).status == "open"
+
+
+def test_publish_never_waits_for_the_database(empty_engine: Engine) -> None:
+    broker = ContactHistoryBroker(
+        make_session_factory(empty_engine), flush_interval=0.5, batch_size=10_000
+    )
+    broker.start()
+    sender = new_sender()
+    try:
+        started = time.perf_counter()
+        for index in range(1000):
+            broker.publish(user(sender, f"message {index}"))
+        elapsed = time.perf_counter() - started
+        assert elapsed < 0.1, f"publish took {elapsed:.3f}s for 1000 events"
+        assert rows_of(empty_engine, sender) == []  # still buffered
+        assert broker.wait_idle(20)
+    finally:
+        broker.stop()
+    assert len(rows_of(empty_engine, sender)) == 1000
+
+
+def test_close_flushes_what_is_buffered(empty_engine: Engine) -> None:
+    broker = ContactHistoryBroker(
+        make_session_factory(empty_engine), flush_interval=30, batch_size=10_000
+    )
+    broker.start()
+    sender = new_sender()
+    for index in range(50):
+        broker.publish(user(sender, f"message {index}"))
+    broker.stop()
+    assert len(rows_of(empty_engine, sender)) == 50
+    assert not broker.is_ready()
+
+
+async def test_async_close_flushes(empty_engine: Engine) -> None:
+    broker = ContactHistoryBroker(
+        make_session_factory(empty_engine), flush_interval=30, batch_size=10_000
+    )
+    broker.start()
+    sender = new_sender()
+    broker.publish(user(sender, "hello"))
+    await broker.close()
+    assert [r.text for r in rows_of(empty_engine, sender)] == ["hello"]
+
+
+class Outage:
+    """Makes a real database unreachable, then reachable again."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.url = engine.url
+        self.moved: list[tuple[Path, Path]] = []
+
+    def begin(self) -> None:
+        if self.url.get_backend_name() == "sqlite":
+            path = Path(self.url.database)
+            for suffix in ("", "-wal", "-shm"):
+                source = path.with_name(path.name + suffix)
+                if source.exists():
+                    target = source.with_name(source.name + ".away")
+                    shutil.move(source, target)
+                    self.moved.append((target, source))
+            return
+        admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT", future=True)
+        name = self.url.database
+        with admin.connect() as conn:
+            conn.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false'))
+            conn.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = :name AND pid <> pg_backend_pid()"
+                ),
+                {"name": name},
+            )
+        admin.dispose()
+
+    def end(self) -> None:
+        if self.url.get_backend_name() == "sqlite":
+            path = Path(self.url.database)
+            for suffix in ("", "-wal", "-shm"):
+                path.with_name(path.name + suffix).unlink(missing_ok=True)
+            for target, source in self.moved:
+                shutil.move(target, source)
+            return
+        admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT", future=True)
+        with admin.connect() as conn:
+            conn.execute(
+                text(f'ALTER DATABASE "{self.url.database}" ALLOW_CONNECTIONS true')
+            )
+        admin.dispose()
+
+
+def test_nothing_is_lost_while_the_database_is_down(empty_engine: Engine) -> None:
+    broker = ContactHistoryBroker(
+        make_session_factory(empty_engine), flush_interval=0.02, max_backoff=0.2
+    )
+    broker.start()
+    sender = new_sender()
+    outage = Outage(empty_engine)
+    try:
+        broker.publish(user(sender, "before"))
+        assert broker.wait_idle()
+        outage.begin()
+        try:
+            for index in range(20):
+                broker.publish(user(sender, f"during {index}"))
+                broker.publish(bot(sender, f"reply {index}"))
+            deadline = time.monotonic() + 10
+            while broker.failures < 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert broker.failures >= 2, "the writer never hit the outage"
+            assert not broker.wait_idle(0.3)
+        finally:
+            outage.end()
+        assert broker.wait_idle(20)
+    finally:
+        broker.stop()
+    texts = [r.text for r in rows_of(empty_engine, sender)]
+    assert len(texts) == 41
+    assert texts[0] == "before" and "during 19" in texts and "reply 19" in texts
+    with make_session_factory(empty_engine)() as session:
+        assert (
+            session.execute(select(func.count()).select_from(Conversation)).scalar_one()
+            == 1
+        )
