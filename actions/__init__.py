@@ -1,0 +1,1 @@
+"""Rasa custom actions: thin adapters from dialogue state to crm_store services."""

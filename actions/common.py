@@ -1,0 +1,143 @@
+"""Helpers shared by the actions: identity, channel, task state, treatment."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import Any
+
+from rasa_sdk import Tracker
+from rasa_sdk.events import EventType, SlotSet
+
+from actions.store import transaction
+from bot.identity_assertion import secret_from_env, verified_identity
+from crm_store.services.errors import InvalidInput
+from crm_store.services.identities import find_customer_by_identity
+
+logger = logging.getLogger(__name__)
+
+# Rasa input channel name -> contact-history channel.
+CHANNEL_NAMES = {
+    "rest": "chat",
+    "socketio": "chat",
+    "telegram": "telegram",
+    "twilio_sms": "sms",
+    "twilio": "sms",
+    "twilio_voice": "voice",
+    "email": "email",
+}
+TASK_SLOTS = (
+    "pending_task",
+    "task_ok",
+    "order_number",
+    "postcode",
+    "confirm_cancel",
+    "return_reason",
+    "damage_description",
+    "ticket_description",
+    "ticket_number",
+    "contact_field",
+    "contact_value",
+)
+# Tasks that act on one order; the customer must name it.
+ORDER_TASKS = ("cancel_order", "start_return", "report_damage")
+
+
+def channel_of(tracker: Tracker) -> str:
+    """Return the contact-history channel of the conversation."""
+    name = tracker.get_latest_input_channel() or "rest"
+    return CHANNEL_NAMES.get(name, "chat")
+
+
+def is_verified(tracker: Tracker) -> bool:
+    """Tell whether the sender is a verified customer."""
+    return bool(tracker.get_slot("verified")) and bool(tracker.get_slot("customer_id"))
+
+
+def identity_events(tracker: Tracker) -> list[EventType]:
+    """Verify the sender from a signed, registered identity in the message metadata.
+
+    Returns the slot events that mark the customer verified, or nothing when the
+    sender is verified already or the claim is missing, forged or unregistered.
+    """
+    if is_verified(tracker):
+        return []
+    metadata = (tracker.latest_message or {}).get("metadata") or {}
+    claim = verified_identity(secret_from_env(), tracker.sender_id, metadata)
+    if claim is None:
+        return []
+    kind, value = claim
+    try:
+        with transaction() as session:
+            match = find_customer_by_identity(session, kind=kind, value=value)
+    except InvalidInput:
+        return []
+    if match is None or not match.verified or match.is_prospect:
+        return []
+    return [
+        SlotSet("customer_id", match.customer_id),
+        SlotSet("verified", True),
+        SlotSet("verification_method", f"identity:{kind}"),
+    ]
+
+
+def reset_task(*, resolved: bool | None = None) -> list[EventType]:
+    """Return events clearing the task slots (and optionally marking it resolved)."""
+    events: list[EventType] = [SlotSet(slot, None) for slot in TASK_SLOTS]
+    if resolved is not None:
+        events.append(SlotSet("task_resolved", resolved))
+    return events
+
+
+def treatment_settings(customer_id: str | None) -> dict[str, Any]:
+    """Return the analytics treatment for a customer, or safe defaults.
+
+    Falls back to defaults when the analytics module is absent or fails, so a
+    scoring problem never breaks a conversation.
+    """
+    defaults: dict[str, Any] = {
+        "offer_human_after_fallbacks": 2,
+        "goodwill_on_damage": None,
+        "handoff_priority_boost": 0,
+        "value_tier": None,
+        "churn_band": None,
+    }
+    try:
+        from crm_store.analytics.treatment import treatment_for_customer
+    except ImportError:
+        return defaults
+    try:
+        with transaction() as session:
+            treatment = treatment_for_customer(session, customer_id=customer_id)
+    except Exception:  # noqa: BLE001 - analytics must never break the dialogue
+        logger.warning("treatment lookup failed", exc_info=True)
+        return defaults
+    return {key: getattr(treatment, key, value) for key, value in defaults.items()}
+
+
+def fmt_date(value: dt.datetime | dt.date | None) -> str:
+    """Render a date for customers: ``Mon 2 Nov 2026``."""
+    if value is None:
+        return "unknown"
+    return f"{value:%a} {value.day} {value:%b %Y}"
+
+
+def fmt_money(amount: Any, currency: str = "EUR") -> str:
+    """Render money for customers: ``52.95 EUR``."""
+    return f"{amount:.2f} {currency}"
+
+
+def recent_user_turns(tracker: Tracker, limit: int = 5) -> tuple[list[str], list[str]]:
+    """Return the last ``limit`` user intents and texts, oldest first."""
+    intents: list[str] = []
+    texts: list[str] = []
+    for event in reversed(tracker.events):
+        if event.get("event") != "user":
+            continue
+        intents.append(
+            ((event.get("parse_data") or {}).get("intent") or {}).get("name")
+        )
+        texts.append(event.get("text") or "")
+        if len(intents) >= limit:
+            break
+    return [i for i in reversed(intents) if i], list(reversed(texts))

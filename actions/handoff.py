@@ -1,0 +1,122 @@
+"""Human handoff and the fallback ladder (rephrase once, then offer a person)."""
+
+from __future__ import annotations
+
+from rasa_sdk import Action, Tracker
+from rasa_sdk.events import EventType, SlotSet
+from rasa_sdk.executor import CollectingDispatcher
+from rasa_sdk.types import DomainDict
+
+from actions.common import (
+    channel_of,
+    is_verified,
+    recent_user_turns,
+    reset_task,
+    treatment_settings,
+)
+from actions.store import transaction
+from crm_store.services.handoff import REASONS, HandoffPacket, request_handoff
+
+FALLBACK_INTENTS = ("nlu_fallback", "out_of_scope")
+
+
+class ActionHandoff(Action):
+    """Queue the conversation for a human agent and tell the customer."""
+
+    def name(self) -> str:  # noqa: D102
+        return "action_handoff"
+
+    async def run(  # noqa: D102
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> list[EventType]:
+        reason = tracker.get_slot("handoff_reason") or "customer_request"
+        if reason not in REASONS:
+            reason = "other"
+        customer_id = tracker.get_slot("customer_id") if is_verified(tracker) else None
+        treatment = treatment_settings(customer_id)
+        intents, texts = recent_user_turns(tracker)
+        last = intents[-1] if intents else "-"
+        packet = HandoffPacket(
+            customer_id=customer_id,
+            verified=is_verified(tracker),
+            verification_method=tracker.get_slot("verification_method"),
+            channel=channel_of(tracker),
+            reason=reason,
+            last_intents=intents,
+            last_messages=texts,
+            summary=f"Bot handoff ({reason}); last intent: {last}.",
+            value_tier=treatment.get("value_tier"),
+            churn_band=treatment.get("churn_band"),
+        )
+        with transaction() as session:
+            result = request_handoff(
+                session,
+                conversation_id=tracker.sender_id,
+                packet=packet,
+                priority=int(treatment.get("handoff_priority_boost") or 0),
+            )
+        if result.agents_available:
+            dispatcher.utter_message(
+                response="utter_handoff_queued", position=result.position
+            )
+        else:
+            dispatcher.utter_message(response="utter_handoff_after_hours")
+        return [
+            SlotSet("escalated", True),
+            SlotSet("human_offered", False),
+            SlotSet("handoff_reason", None),
+            *reset_task(),
+        ]
+
+
+def consecutive_fallbacks(tracker: Tracker) -> int:
+    """Count the latest user messages in a row that the bot did not understand."""
+    count = 0
+    for event in reversed(tracker.events):
+        if event.get("event") != "user":
+            continue
+        intent = ((event.get("parse_data") or {}).get("intent") or {}).get("name")
+        if intent not in FALLBACK_INTENTS:
+            break
+        count += 1
+    return count
+
+
+class ActionFallback(Action):
+    """Ask to rephrase; after N misunderstandings in a row offer a human."""
+
+    def name(self) -> str:  # noqa: D102
+        return "action_fallback"
+
+    async def run(  # noqa: D102
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> list[EventType]:
+        customer_id = tracker.get_slot("customer_id") if is_verified(tracker) else None
+        limit = int(
+            treatment_settings(customer_id).get("offer_human_after_fallbacks") or 2
+        )
+        intent = (tracker.latest_message.get("intent") or {}).get("name")
+        if consecutive_fallbacks(tracker) >= max(limit, 1):
+            dispatcher.utter_message(response="utter_offer_human")
+            return [
+                SlotSet("human_offered", True),
+                SlotSet("handoff_reason", "fallback"),
+            ]
+        if intent == "out_of_scope":
+            dispatcher.utter_message(response="utter_out_of_scope")
+        else:
+            dispatcher.utter_message(response="utter_ask_rephrase")
+        return []
+
+
+class ActionHumanDeclined(Action):
+    """The customer does not want a person after all."""
+
+    def name(self) -> str:  # noqa: D102
+        return "action_human_declined"
+
+    async def run(  # noqa: D102
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> list[EventType]:
+        dispatcher.utter_message(response="utter_human_declined")
+        return [SlotSet("human_offered", False), SlotSet("handoff_reason", None)]

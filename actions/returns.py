@@ -1,0 +1,53 @@
+"""Return skill: create an RMA for an eligible order."""
+
+from __future__ import annotations
+
+from rasa_sdk import Action, Tracker
+from rasa_sdk.events import EventType
+from rasa_sdk.executor import CollectingDispatcher
+from rasa_sdk.types import DomainDict
+
+from actions.common import fmt_date, is_verified, reset_task
+from actions.store import transaction
+from crm_store.services.errors import NotFound
+from crm_store.services.returns import NotReturnable, start_return
+
+
+class ActionStartReturn(Action):
+    """Create the return (RMA) and tell the customer what happens next."""
+
+    def name(self) -> str:  # noqa: D102
+        return "action_start_return"
+
+    async def run(  # noqa: D102
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> list[EventType]:
+        number = tracker.get_slot("order_number")
+        if not is_verified(tracker) or not number:
+            return reset_task()
+        try:
+            with transaction() as session:
+                ticket = start_return(
+                    session,
+                    order_number=number,
+                    customer_id=tracker.get_slot("customer_id"),
+                    reason=tracker.get_slot("return_reason"),
+                    conversation_id=tracker.sender_id,
+                )
+                rma = ticket.rma_number
+        except NotReturnable as exc:
+            e = exc.eligibility
+            dispatcher.utter_message(
+                response=f"utter_return_{e.reason}",
+                order=number,
+                window_days=e.window_days,
+                deadline=fmt_date(e.deadline),
+                rma=e.rma_number or "",
+            )
+            return reset_task()
+        except NotFound:
+            dispatcher.utter_message(response="utter_order_not_found", order=number)
+            return reset_task()
+        dispatcher.utter_message(response="utter_return_started", order=number, rma=rma)
+        dispatcher.utter_message(response="utter_anything_else")
+        return reset_task(resolved=True)

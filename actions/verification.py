@@ -1,0 +1,308 @@
+"""Who is the sender? Signed channel identity, or order number plus postcode."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from rasa_sdk import Action, FormValidationAction, Tracker
+from rasa_sdk.events import EventType, SlotSet
+from rasa_sdk.executor import CollectingDispatcher
+from rasa_sdk.types import DomainDict
+
+from actions.common import ORDER_TASKS, identity_events, is_verified, reset_task
+from actions.store import transaction
+from crm_store.models import Customer
+from crm_store.services.errors import NotFound
+from crm_store.services.order_changes import NotCancellable, check_cancellable
+from crm_store.services.orders import (
+    get_order_for_customer,
+    orders_for_customer,
+    verify_order_postcode,
+)
+from crm_store.services.returns import return_eligibility
+from crm_store.services.tickets import NotReportable, check_damage_reportable
+
+MAX_POSTCODE_ATTEMPTS = 3
+ORDER_RE = re.compile(r"\b#?([A-Za-z]\d{5})\b")
+POSTCODE_RE = re.compile(r"\b(\d{4})\s*([A-Za-z]{2})?\b")
+TASK_INTENTS = {
+    "check_order_status": "order_status",
+    "list_orders": "list_orders",
+    "cancel_order": "cancel_order",
+    "start_return": "start_return",
+    "report_damage": "report_damage",
+    "update_contact": "update_contact",
+    "open_ticket": "open_ticket",
+    "ticket_status": "ticket_status",
+}
+
+
+def parse_order_number(value: Any) -> str | None:
+    """Return ``A12345`` found in free text, upper-cased, or None."""
+    match = ORDER_RE.search(str(value or ""))
+    return match.group(1).upper() if match else None
+
+
+def parse_postcode(value: Any) -> str | None:
+    """Return a Dutch (``1234 AB``) or Belgian (``1234``) postcode, or None."""
+    match = POSTCODE_RE.search(str(value or ""))
+    if not match:
+        return None
+    digits, letters = match.groups()
+    return f"{digits} {letters.upper()}" if letters else digits
+
+
+class ActionGreet(Action):
+    """Greet, by first name when a signed channel identity verifies the sender."""
+
+    def name(self) -> str:  # noqa: D102
+        return "action_greet"
+
+    async def run(  # noqa: D102
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> list[EventType]:
+        events = identity_events(tracker)
+        customer_id = next(
+            (e["value"] for e in events if e.get("name") == "customer_id"), None
+        ) or (tracker.get_slot("customer_id") if is_verified(tracker) else None)
+        name = None
+        if customer_id:
+            with transaction() as session:
+                customer = session.get(Customer, customer_id)
+                name = customer.first_name if customer else None
+        if name:
+            dispatcher.utter_message(response="utter_greet_known", name=name)
+        else:
+            dispatcher.utter_message(response="utter_greet")
+        return events
+
+
+class ActionStartTask(Action):
+    """Remember which task the customer asked for and check a signed identity."""
+
+    def name(self) -> str:  # noqa: D102
+        return "action_start_task"
+
+    async def run(  # noqa: D102
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> list[EventType]:
+        intent = (tracker.latest_message.get("intent") or {}).get("name")
+        task = TASK_INTENTS.get(intent)
+        events: list[EventType] = [
+            SlotSet("pending_task", task),
+            SlotSet("task_ok", None),
+        ]
+        events += identity_events(tracker)
+        verified = is_verified(tracker) or any(
+            e.get("name") == "verified" and e.get("value") for e in events
+        )
+        if not verified:
+            dispatcher.utter_message(response="utter_need_verification")
+        return events
+
+
+class ValidateVerifyForm(FormValidationAction):
+    """Order number + postcode from unverified senders; lock after 3 misses."""
+
+    def name(self) -> str:  # noqa: D102
+        return "validate_verify_form"
+
+    async def required_slots(  # noqa: D102
+        self,
+        domain_slots: list[str],
+        dispatcher: CollectingDispatcher,
+        tracker: Tracker,
+        domain: DomainDict,
+    ) -> list[str]:
+        if is_verified(tracker):
+            needs_order = tracker.get_slot("pending_task") in ORDER_TASKS
+            if needs_order and not tracker.get_slot("order_number"):
+                return ["order_number"]
+            return []
+        return ["order_number", "postcode"]
+
+    def _locked(self, dispatcher: CollectingDispatcher) -> dict[str, Any]:
+        dispatcher.utter_message(response="utter_verification_locked")
+        return {
+            "order_number": None,
+            "postcode": None,
+            "requested_slot": None,
+            "human_offered": True,
+            "handoff_reason": "verification_failed",
+        }
+
+    def validate_order_number(  # noqa: D102
+        self,
+        slot_value: Any,
+        dispatcher: CollectingDispatcher,
+        tracker: Tracker,
+        domain: DomainDict,
+    ) -> dict[str, Any]:
+        number = parse_order_number(slot_value)
+        if number is None:
+            dispatcher.utter_message(response="utter_invalid_order_number")
+            return {"order_number": None}
+        if not is_verified(tracker):
+            if number in (tracker.get_slot("locked_orders") or []):
+                return self._locked(dispatcher)
+            return {"order_number": number}
+        try:
+            with transaction() as session:
+                get_order_for_customer(
+                    session,
+                    order_number=number,
+                    customer_id=tracker.get_slot("customer_id"),
+                )
+        except NotFound:
+            dispatcher.utter_message(response="utter_order_not_found", order=number)
+            return {"order_number": None}
+        return {"order_number": number}
+
+    def validate_postcode(  # noqa: D102
+        self,
+        slot_value: Any,
+        dispatcher: CollectingDispatcher,
+        tracker: Tracker,
+        domain: DomainDict,
+    ) -> dict[str, Any]:
+        if is_verified(tracker):
+            return {"postcode": None}
+        order = tracker.get_slot("order_number")
+        postcode = parse_postcode(slot_value)
+        if order is None:
+            return {"postcode": None}
+        if postcode is None:
+            dispatcher.utter_message(response="utter_invalid_postcode")
+            return {"postcode": None}
+        with transaction() as session:
+            customer_id = verify_order_postcode(
+                session, order_number=order, postcode=postcode
+            )
+        if customer_id:
+            dispatcher.utter_message(response="utter_verified")
+            return {
+                "postcode": postcode,
+                "customer_id": customer_id,
+                "verified": True,
+                "verification_method": "order_postcode",
+            }
+        failures = dict(tracker.get_slot("postcode_failures") or {})
+        failures[order] = failures.get(order, 0) + 1
+        if failures[order] >= MAX_POSTCODE_ATTEMPTS:
+            locked = list(tracker.get_slot("locked_orders") or []) + [order]
+            return {
+                **self._locked(dispatcher),
+                "postcode_failures": failures,
+                "locked_orders": locked,
+            }
+        dispatcher.utter_message(
+            response="utter_verification_failed",
+            attempts_left=MAX_POSTCODE_ATTEMPTS - failures[order],
+        )
+        return {"postcode": None, "postcode_failures": failures}
+
+
+class ActionCheckTask(Action):
+    """After verification: check the pending task is possible, or explain why not."""
+
+    def name(self) -> str:  # noqa: D102
+        return "action_check_task"
+
+    async def run(  # noqa: D102
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> list[EventType]:
+        task = tracker.get_slot("pending_task")
+        if not is_verified(tracker) or not task:
+            return [SlotSet("task_ok", False), *reset_task()]
+        if task not in ORDER_TASKS:
+            return [SlotSet("task_ok", True)]
+        customer_id = tracker.get_slot("customer_id")
+        number = tracker.get_slot("order_number")
+        try:
+            with transaction() as session:
+                order = get_order_for_customer(
+                    session, order_number=number, customer_id=customer_id
+                )
+                ok = self._check(dispatcher, session, task, order)
+        except NotFound:
+            dispatcher.utter_message(response="utter_order_not_found", order=number)
+            ok = False
+        if ok:
+            return [SlotSet("task_ok", True)]
+        return [SlotSet("task_ok", False), *reset_task()]
+
+    @staticmethod
+    def _check(dispatcher: CollectingDispatcher, session, task: str, order) -> bool:  # noqa: ANN001
+        from actions.common import fmt_date, fmt_money
+
+        if task == "cancel_order":
+            try:
+                check_cancellable(order)
+            except NotCancellable as exc:
+                dispatcher.utter_message(
+                    response=f"utter_cannot_cancel_{exc.status}", order=order.id
+                )
+                return False
+            dispatcher.utter_message(
+                response="utter_cancel_summary",
+                order=order.id,
+                status=order.status,
+                total=fmt_money(order.total, order.currency),
+            )
+            return True
+        if task == "start_return":
+            eligibility = return_eligibility(session, order=order)
+            if not eligibility.eligible:
+                dispatcher.utter_message(
+                    response=f"utter_return_{eligibility.reason}",
+                    order=order.id,
+                    window_days=eligibility.window_days,
+                    deadline=fmt_date(eligibility.deadline),
+                    rma=eligibility.rma_number or "",
+                )
+                return False
+            dispatcher.utter_message(
+                response="utter_return_eligible",
+                order=order.id,
+                window_days=eligibility.window_days,
+                deadline=fmt_date(eligibility.deadline),
+            )
+            return True
+        try:
+            check_damage_reportable(order)
+        except NotReportable as exc:
+            dispatcher.utter_message(
+                response=f"utter_damage_{exc.reason}",
+                order=order.id,
+                deadline=fmt_date(exc.deadline),
+            )
+            return False
+        return True
+
+
+def recent_orders_text(customer_id: str, limit: int = 5) -> str:
+    """Return ``A10001 (shipped), A10002 (delivered)`` for recent orders."""
+    with transaction() as session:
+        orders = orders_for_customer(session, customer_id=customer_id, limit=limit)
+        return ", ".join(f"{o.id} ({o.status})" for o in orders)
+
+
+class ActionAskOrderNumber(Action):
+    """Ask for the order number; verified customers see their recent orders."""
+
+    def name(self) -> str:  # noqa: D102
+        return "action_ask_order_number"
+
+    async def run(  # noqa: D102
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> list[EventType]:
+        if is_verified(tracker):
+            recent = recent_orders_text(tracker.get_slot("customer_id"))
+            if recent:
+                dispatcher.utter_message(
+                    response="utter_ask_order_number_known", orders=recent
+                )
+                return []
+        dispatcher.utter_message(response="utter_ask_order_number")
+        return []

@@ -1,0 +1,23 @@
+from __future__ import annotations
+
+from bot.identity_assertion import metadata_for, sign, verified_identity
+
+
+def test_round_trip_and_tampering() -> None:
+    meta = metadata_for("s3cret", "web-1", "email", "a@example.com")
+    assert verified_identity("s3cret", "web-1", meta) == ("email", "a@example.com")
+    assert verified_identity("other", "web-1", meta) is None
+    assert verified_identity("s3cret", "web-2", meta) is None
+    assert verified_identity(None, "web-1", meta) is None
+    forged = {"identity": {**meta["identity"], "value": "b@example.com"}}
+    assert verified_identity("s3cret", "web-1", forged) is None
+    assert verified_identity("s3cret", "web-1", {"identity": "x"}) is None
+    assert verified_identity("s3cret", "web-1", None) is None
+
+
+def test_signature_is_hmac_sha256_hex() -> None:
+    import hashlib
+    import hmac
+
+    expected = hmac.new(b"k", b"s|phone|+31", hashlib.sha256).hexdigest()
+    assert sign("k", "s", "phone", "+31") == expected

@@ -1,0 +1,137 @@
+"""Helpers for the dialogue end-to-end tests: talk, pick fixture data, check history."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select
+
+from bot.identity_assertion import metadata_for
+from crm_store.models import Customer, Order, Ticket, utcnow
+from crm_store.services.interactions import transcript
+from crm_store.services.returns import return_window_days
+
+HISTORY_TIMEOUT = 5.0
+
+
+@dataclass
+class Chat:
+    """One conversation with a fresh sender id; remembers what was said."""
+
+    stack: Any
+    identity: tuple[str, str] | None = None
+    sender: str = field(default_factory=lambda: f"e2e-dlg-{uuid.uuid4().hex[:12]}")
+    sent: list[str] = field(default_factory=list)
+    replies: list[str] = field(default_factory=list)
+
+    def metadata(self) -> dict[str, Any] | None:
+        if self.identity is None:
+            return None
+        kind, value = self.identity
+        return metadata_for(self.stack.identity_secret, self.sender, kind, value)
+
+    def say(self, text: str) -> str:
+        """Send ``text``; return the bot's replies joined by newlines."""
+        answers = self.stack.send(self.sender, text, self.metadata())
+        texts = [a["text"] for a in answers if a.get("text")]
+        self.sent.append(text)
+        self.replies.extend(texts)
+        return "\n".join(texts)
+
+    def assert_history(self) -> list:
+        """Every user and bot message is in the contact history, with intents."""
+        deadline = time.monotonic() + HISTORY_TIMEOUT
+        while True:
+            with self.stack.factory() as session:
+                rows = transcript(session, conversation_id=self.sender)
+            incoming = Counter(r.text for r in rows if r.direction == "in")
+            outgoing = Counter(r.text for r in rows if r.direction == "out")
+            missing_in = Counter(self.sent) - incoming
+            missing_out = Counter(self.replies) - outgoing
+            if not missing_in and not missing_out:
+                break
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"not in history: user {dict(missing_in)} bot {dict(missing_out)}"
+                )
+            time.sleep(0.1)
+        for row in rows:
+            if row.direction == "in" and row.text in self.sent:
+                assert row.author == "customer" and row.intent, row.text
+                assert row.confidence is not None and 0 <= row.confidence <= 1
+            if row.direction == "out":
+                assert row.author == "bot"
+        return rows
+
+
+def email_of(stack: Any, customer_id: str) -> str:
+    with stack.factory() as session:
+        return session.get(Customer, customer_id).email
+
+
+def pick_order(stack: Any, *where: Any, offset: int = 0) -> Order:
+    """Return a fixture order matching ``where`` (ordered by id) with its customer."""
+    with stack.factory() as session:
+        orders = session.execute(
+            select(Order).where(*where).order_by(Order.id).offset(offset).limit(1)
+        ).scalars()
+        order = next(iter(orders), None)
+        assert order is not None, f"fixture has no order for {where}"
+        _ = order.customer.postcode, order.customer.email
+        session.expunge_all()
+        return order
+
+
+def returnable_orders(stack: Any, *, window: int) -> list[Order]:
+    """Delivered orders inside their window with no ticket yet, by return window."""
+    now = utcnow()
+    with stack.factory() as session:
+        ticketed = set(
+            session.execute(select(Ticket.order_id).where(Ticket.order_id.isnot(None)))
+            .scalars()
+            .all()
+        )
+        candidates = session.execute(
+            select(Order)
+            .where(
+                Order.status == "delivered",
+                Order.delivered_at > now - dt.timedelta(days=window - 2),
+            )
+            .order_by(Order.id)
+        ).scalars()
+        found = [
+            o
+            for o in candidates
+            if o.id not in ticketed and return_window_days(session, order=o) == window
+        ]
+        for order in found:
+            _ = order.customer.email, order.customer.postcode
+        session.expunge_all()
+        return found
+
+
+def expired_orders(stack: Any, *, window: int) -> list[Order]:
+    """Delivered orders whose return window (``window`` days) has ended."""
+    now = utcnow()
+    with stack.factory() as session:
+        candidates = session.execute(
+            select(Order)
+            .where(
+                Order.status == "delivered",
+                Order.delivered_at < now - dt.timedelta(days=window + 2),
+                Order.delivered_at > now - dt.timedelta(days=window + 60),
+            )
+            .order_by(Order.id)
+        ).scalars()
+        found = [
+            o for o in candidates if return_window_days(session, order=o) == window
+        ]
+        for order in found:
+            _ = order.customer.email
+        session.expunge_all()
+        return found

@@ -1,0 +1,99 @@
+"""Verification: nothing personal for unverified senders; lockout after 3 misses."""
+
+from __future__ import annotations
+
+import pytest
+from dialogue_support import Chat, pick_order
+from sqlalchemy import select
+
+from crm_store.models import Customer, Handoff, Order
+
+pytestmark = pytest.mark.slow
+
+
+def personal_facts(order: Order) -> list[str]:
+    facts = [order.customer.postcode, order.customer.email, order.customer.last_name]
+    facts += [order.tracking_number or "", order.carrier or "", str(order.total)]
+    return [f for f in facts if f]
+
+
+def test_someone_elses_order_gets_the_same_answer_as_a_missing_one(stack) -> None:
+    order = pick_order(stack, Order.status == "shipped", offset=5)
+    wrong_postcode = "1111 ZZ" if order.customer.postcode != "1111 ZZ" else "2222 YY"
+
+    def attempt(number: str) -> list[str]:
+        chat = Chat(stack)
+        replies = [chat.say(f"where is my order {number}?"), chat.say(wrong_postcode)]
+        chat.assert_history()
+        return [r.replace(number, "<order>") for r in replies]
+
+    theirs = attempt(order.id)
+    missing = attempt("A99999")
+    assert theirs == missing
+    for fact in personal_facts(order):
+        assert all(fact not in reply for reply in theirs), fact
+
+
+def test_three_wrong_postcodes_lock_the_order_and_offer_a_human(stack) -> None:
+    order = pick_order(stack, Order.status == "shipped", offset=6)
+    chat = Chat(stack)
+    chat.say(f"track order {order.id}")
+    chat.say("9999 XX")
+    second = chat.say("9998 XX")
+    assert "1 attempt" in second
+    locked = chat.say("9997 XX")
+    assert "can't verify" in locked and "human agent" in locked
+    # Even the right postcode no longer works for this order in this conversation.
+    chat.say(f"where is my order {order.id}?")
+    again = chat.say(order.customer.postcode)
+    assert order.tracking_number not in again
+    for fact in personal_facts(order):
+        assert all(fact not in reply for reply in chat.replies), fact
+    chat.assert_history()
+
+
+def test_lockout_then_accept_the_human(stack) -> None:
+    order = pick_order(stack, Order.status == "delivered", offset=21)
+    chat = Chat(stack)
+    chat.say(f"status of {order.id}")
+    for postcode in ("1000 AA", "1000 AB", "1000 AC"):
+        reply = chat.say(postcode)
+    assert "human agent" in reply
+    handed = chat.say("yes please")
+    assert "human agent" in handed or "colleague" in handed
+    with stack.factory() as session:
+        handoff = session.execute(
+            select(Handoff).where(
+                Handoff.packet["conversation_id"].as_string() == chat.sender
+            )
+        ).scalar_one()
+    assert handoff.reason == "verification_failed" and handoff.customer_id is None
+    chat.assert_history()
+
+
+def test_forged_identity_is_not_trusted(stack) -> None:
+    with stack.factory() as session:
+        email = session.get(Customer, "C0001").email
+    chat = Chat(stack)
+    forged = {"identity": {"kind": "email", "value": email, "sig": "00" * 32}}
+    answers = stack.send(chat.sender, "show my orders", forged)
+    text = " ".join(a.get("text", "") for a in answers)
+    assert "verify" in text and "A1" not in text
+
+
+def test_identity_signed_for_another_sender_is_not_trusted(stack) -> None:
+    with stack.factory() as session:
+        email = session.get(Customer, "C0001").email
+    victim = Chat(stack, identity=("email", email))
+    attacker = Chat(stack)
+    stolen = victim.metadata()
+    answers = stack.send(attacker.sender, "show my orders", stolen)
+    text = " ".join(a.get("text", "") for a in answers)
+    assert "verify" in text and "A1" not in text
+
+
+def test_unregistered_identity_is_not_verified(stack) -> None:
+    chat = Chat(stack, identity=("email", "nobody-here@example.net"))
+    reply = chat.say("list my orders")
+    assert "verify" in reply
+    chat.assert_history()
