@@ -8,14 +8,15 @@ nu)`` with ``nu ~ Gamma(q, gamma)``, independent of the purchase process.
 Both are fitted by maximum likelihood (``scipy.optimize.minimize`` on log
 parameters). Time is measured in weeks.
 
-CLV = sum over the next ``horizon`` months of expected purchases in that month x
+CLV = sum over the next ``horizon`` months of expected purchases per quarter x
 expected order value x margin rate, discounted monthly at the annual discount
-rate (net present value of expected future contributions).
+rate from the quarter's end (net present value of expected future contributions).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy import optimize, special
@@ -70,6 +71,19 @@ def bgnbd_log_likelihood(
     return np.logaddexp(a1, a2)
 
 
+def _minimize(negll: Any, start: np.ndarray) -> np.ndarray:
+    """Minimise over log parameters: L-BFGS-B, Nelder-Mead when it fails."""
+    result = optimize.minimize(negll, start, method="L-BFGS-B")
+    if not (result.success and np.isfinite(result.fun)):
+        result = optimize.minimize(
+            negll, start, method="Nelder-Mead", options={"maxiter": 4000}
+        )
+        result = optimize.minimize(negll, result.x, method="L-BFGS-B")
+    if not np.isfinite(result.fun):
+        raise InvalidInput("the CLV model did not converge on these data")
+    return result.x
+
+
 def fit_bgnbd(x: np.ndarray, t_x: np.ndarray, t: np.ndarray) -> BgNbdParams:
     """Fit BG/NBD by maximum likelihood.
 
@@ -90,14 +104,7 @@ def fit_bgnbd(x: np.ndarray, t_x: np.ndarray, t: np.ndarray) -> BgNbdParams:
         return -float(np.sum(bgnbd_log_likelihood(params, x, t_x, t))) / len(x)
 
     start = np.log([1.0, max(float(np.mean(t)), 1.0) / 4, 1.0, 3.0])
-    result = optimize.minimize(
-        negll,
-        start,
-        method="Nelder-Mead",
-        options={"maxiter": 4000, "xatol": 1e-5, "fatol": 1e-9},
-    )
-    result = optimize.minimize(negll, result.x, method="L-BFGS-B")
-    return BgNbdParams(*np.exp(result.x))
+    return BgNbdParams(*np.exp(_minimize(negll, start)))
 
 
 def expected_purchases(
@@ -169,14 +176,7 @@ def fit_gamma_gamma(n: np.ndarray, mean_value: np.ndarray) -> GammaGammaParams:
         return -float(np.sum(gamma_gamma_log_likelihood(params, n, m))) / len(n)
 
     start = np.log([2.0, 3.0, float(np.mean(m))])
-    result = optimize.minimize(
-        negll,
-        start,
-        method="Nelder-Mead",
-        options={"maxiter": 4000, "xatol": 1e-6, "fatol": 1e-10},
-    )
-    result = optimize.minimize(negll, result.x, method="L-BFGS-B")
-    return GammaGammaParams(*np.exp(result.x))
+    return GammaGammaParams(*np.exp(_minimize(negll, start)))
 
 
 def expected_order_value(
@@ -204,8 +204,13 @@ def discounted_clv(
     margin_rate: float,
     annual_discount_rate: float,
     horizon_months: int,
+    step_months: int = 3,
 ) -> np.ndarray:
     """Net present value of expected margin over ``horizon_months``.
+
+    Expected purchases are counted per step of ``step_months`` (default a
+    quarter) and discounted from the end of their step, a slightly conservative
+    approximation that keeps a refresh of a million customers fast.
 
     Raises:
         InvalidInput: a negative discount rate or a margin outside (0, 1].
@@ -218,7 +223,12 @@ def discounted_clv(
     value = expected_order_value(gg, purchases, mean_value) * margin_rate
     total = np.zeros(len(x))
     previous = np.zeros(len(x))
-    for month in range(1, horizon_months + 1):
+    if step_months < 1:
+        raise InvalidInput("step_months must be >= 1")
+    ends = sorted(
+        {*range(step_months, horizon_months + 1, step_months), horizon_months}
+    )
+    for month in ends:
         cumulative = expected_purchases(bg, month * WEEKS_PER_MONTH, x, t_x, t)
         total += (cumulative - previous) / (1 + monthly) ** month
         previous = cumulative

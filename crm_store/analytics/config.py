@@ -37,6 +37,8 @@ class AnalyticsConfig:
             cost), used for actual value and CLV.
         annual_discount_rate: yearly rate used to discount future margin (NPV).
         clv_horizon_months: how far ahead CLV counts future purchases.
+        clv_step_months: discounting step (purchases of a step are discounted
+            from its end).
         heuristic_retention: yearly retention assumed by the heuristic CLV.
         churn_horizon_days: a customer "churns" who buys nothing in this many days.
         tier_weights: weights of actual value and CLV in the value score.
@@ -51,6 +53,7 @@ class AnalyticsConfig:
     margin_rate: float = 0.30
     annual_discount_rate: float = 0.10
     clv_horizon_months: int = 36
+    clv_step_months: int = 3
     heuristic_retention: float = 0.6
     churn_horizon_days: int = 180
     tier_weights: dict[str, float] = field(
@@ -75,6 +78,7 @@ class AnalyticsConfig:
                 "annual_discount_rate must be in [0, 1)",
             ),
             (1 <= self.clv_horizon_months <= 240, "clv_horizon_months: 1..240"),
+            (1 <= self.clv_step_months <= 12, "clv_step_months: 1..12"),
             (0 <= self.heuristic_retention <= 1, "heuristic_retention: 0..1"),
             (7 <= self.churn_horizon_days <= 730, "churn_horizon_days: 7..730"),
             (self.fit_sample >= 100, "fit_sample must be >= 100"),

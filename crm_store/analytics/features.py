@@ -9,11 +9,13 @@ unresolved.
 from __future__ import annotations
 
 import datetime as dt
+import io
 
 import numpy as np
 import pandas as pd
 from sqlalchemy import Float, Integer, and_, case, cast, func, or_, select
 from sqlalchemy.orm import Session
+from sqlalchemy.sql import Select
 
 from crm_store.models import Conversation, Customer, Interaction, Order
 
@@ -29,15 +31,44 @@ LOW_CSAT = 2
 DAY = np.timedelta64(1, "D")
 
 
+def read_frame(session: Session, stmt: Select) -> pd.DataFrame:
+    """Run ``stmt`` and return its rows as a DataFrame (column names = labels).
+
+    On PostgreSQL the rows travel as CSV through ``COPY (...) TO STDOUT``, several
+    times faster than row objects for a million rows; values then come back as
+    text and are typed by the callers (``pd.to_datetime``, ``astype``).
+    """
+    columns = list(stmt.selected_columns.keys())
+    if session.get_bind().dialect.name != "postgresql":
+        return pd.DataFrame(session.execute(stmt).all(), columns=columns)
+    connection = session.connection()
+    compiled = stmt.compile(
+        dialect=connection.dialect, compile_kwargs={"render_postcompile": True}
+    )
+    cursor = connection.connection.cursor()
+    buffer = io.StringIO()
+    try:
+        sql = cursor.mogrify(str(compiled), compiled.params).decode()
+        cursor.copy_expert(f"COPY ({sql}) TO STDOUT WITH (FORMAT csv)", buffer)
+    finally:
+        cursor.close()
+    buffer.seek(0)
+    if not buffer.getvalue():
+        return pd.DataFrame(columns=columns)
+    ids = {name: str for name in columns if name.endswith("id")}
+    return pd.read_csv(buffer, names=columns, header=None, dtype=ids, na_values=[""])
+
+
 def load_customers(session: Session) -> pd.DataFrame:
     """Return the customers to score (not erased), indexed by id."""
-    rows = session.execute(
-        select(Customer.id, Customer.created_at, Customer.is_prospect).where(
-            Customer.erased_at.is_(None)
-        )
-    ).all()
-    frame = pd.DataFrame(rows, columns=["customer_id", "created_at", "is_prospect"])
-    frame["created_at"] = pd.to_datetime(frame["created_at"])
+    frame = read_frame(
+        session,
+        select(
+            Customer.id.label("customer_id"), Customer.created_at, Customer.is_prospect
+        ).where(Customer.erased_at.is_(None)),
+    )
+    frame["created_at"] = pd.to_datetime(frame["created_at"], format="ISO8601")
+    frame["is_prospect"] = frame["is_prospect"].isin([True, 1, "t", "true"])
     return frame.set_index("customer_id").sort_index()
 
 
@@ -77,9 +108,9 @@ def load_order_summary(
         .where(Order.placed_at < until)
         .group_by(Order.customer_id)
     )
-    frame = pd.DataFrame(session.execute(stmt).all(), columns=list(stmt.selected_columns.keys()))
+    frame = read_frame(session, stmt)
     for column in ("first_purchase", "last_purchase", "last_update"):
-        frame[column] = pd.to_datetime(frame[column])
+        frame[column] = pd.to_datetime(frame[column], format="ISO8601")
     for column in ("orders", "purchases", "kept", "returned", "cancelled"):
         frame[column] = frame[column].astype("int64")
     for column in ("spend", "spend_recent"):
@@ -107,7 +138,7 @@ def load_purchases_between(
         )
         .group_by(Order.customer_id)
     )
-    frame = pd.DataFrame(session.execute(stmt).all(), columns=list(stmt.selected_columns.keys()))
+    frame = read_frame(session, stmt)
     frame["spend"] = frame["spend"].astype("float64")
     return frame.set_index("customer_id")
 
@@ -118,35 +149,29 @@ def load_contacts(session: Session, *, until: dt.datetime) -> pd.DataFrame:
     Columns: customer_id, at, escalated (handed to a human), unresolved, low_csat
     (CSAT <= 2) and complaint (a customer message with a complaint intent).
     """
-    conv = pd.DataFrame(
-        session.execute(
-            select(
-                Conversation.id,
-                Conversation.customer_id,
-                Conversation.started_at,
-                Conversation.outcome,
-                Conversation.csat,
-            ).where(
-                Conversation.customer_id.isnot(None), Conversation.started_at < until
-            )
-        ).all(),
-        columns=["conversation_id", "customer_id", "at", "outcome", "csat"],
+    conv = read_frame(
+        session,
+        select(
+            Conversation.id.label("conversation_id"),
+            Conversation.customer_id,
+            Conversation.started_at.label("at"),
+            Conversation.outcome,
+            Conversation.csat,
+        ).where(Conversation.customer_id.isnot(None), Conversation.started_at < until),
     )
     outcome = Interaction.meta["outcome"].as_string()
-    flagged = pd.DataFrame(
-        session.execute(
-            select(
-                Interaction.conversation_id,
-                cast(Interaction.intent.in_(COMPLAINT_INTENTS), Integer),
-                cast(outcome == "unresolved", Integer),
-            ).where(
-                Interaction.author == "customer",
-                Interaction.occurred_at < until,
-                Interaction.conversation_id.isnot(None),
-                or_(Interaction.intent.in_(COMPLAINT_INTENTS), outcome == "unresolved"),
-            )
-        ).all(),
-        columns=["conversation_id", "complaint", "unresolved_msg"],
+    flagged = read_frame(
+        session,
+        select(
+            Interaction.conversation_id,
+            cast(Interaction.intent.in_(COMPLAINT_INTENTS), Integer).label("complaint"),
+            cast(outcome == "unresolved", Integer).label("unresolved_msg"),
+        ).where(
+            Interaction.author == "customer",
+            Interaction.occurred_at < until,
+            Interaction.conversation_id.isnot(None),
+            or_(Interaction.intent.in_(COMPLAINT_INTENTS), outcome == "unresolved"),
+        ),
     )
     flags = (
         flagged.fillna(0)
@@ -155,7 +180,7 @@ def load_contacts(session: Session, *, until: dt.datetime) -> pd.DataFrame:
         .astype(bool)
     )
     conv = conv.join(flags, on="conversation_id")
-    conv["at"] = pd.to_datetime(conv["at"])
+    conv["at"] = pd.to_datetime(conv["at"], format="ISO8601")
     csat = pd.to_numeric(conv["csat"], errors="coerce")
     conv["escalated"] = conv["outcome"].eq("escalated")
     conv["unresolved"] = conv["outcome"].isin(UNRESOLVED_OUTCOMES) | conv[

@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import io
+import json
 import logging
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,12 +26,23 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import select
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Integer,
+    MetaData,
+    Table,
+    func,
+    literal,
+    select,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from crm_store.analytics import clv as clv_model
 from crm_store.analytics.churn import (
+    FEATURE_LABELS,
+    FEATURES,
     ChurnModel,
     churn_features,
     load_model,
@@ -41,6 +55,7 @@ from crm_store.analytics.features import (
     load_contacts,
     load_customers,
     load_order_summary,
+    read_frame,
 )
 from crm_store.analytics.rfm import compute_rfm
 from crm_store.analytics.tiers import churn_bands, value_tiers
@@ -140,6 +155,7 @@ def compute_clv(
         margin_rate=config.margin_rate * kept_share,
         annual_discount_rate=config.annual_discount_rate,
         horizon_months=config.clv_horizon_months,
+        step_months=config.clv_step_months,
     )
     out["p_alive"] = clv_model.probability_alive(bg, x, t_x, t)
     out["purchases_12m"] = clv_model.expected_purchases(bg, 52.1775, x, t_x, t)
@@ -215,7 +231,6 @@ def compute_scores(
     features = churn_features(orders, contacts, as_of=as_of)
     scores["churn_risk"] = model.predict(features).reindex(scores.index)
     scores["churn_band"] = churn_bands(scores["churn_risk"], config=config)
-    top = pd.Series(model.top_features(features), index=features.index, dtype=object)
     history = contact_features(
         contacts, index=customers.index, last_purchase=orders["last_purchase"]
     )
@@ -226,36 +241,65 @@ def compute_scores(
     scores["input_hash"] = input_hashes(
         customers, orders, contacts, fingerprint=fingerprint
     )
-    scores["explanation"] = _explanations(scores, top, history)
+    scores["explanation"] = _explanations(scores, features, model, history)
     scores["as_of"] = as_of
     return scores, params
 
 
 def _explanations(
-    scores: pd.DataFrame, top: pd.Series, history: pd.DataFrame
-) -> list[dict[str, Any]]:
-    top = top.reindex(scores.index)
-    p_alive = scores["p_alive"].round(3)
-    purchases = scores["purchases_12m"].round(2)
-    out = []
-    for features, alive, expected, complaints, unresolved in zip(
-        top.tolist(),
-        p_alive.tolist(),
-        purchases.tolist(),
-        history["complaints"].reindex(scores.index).tolist(),
-        history["unresolved"].reindex(scores.index).tolist(),
-        strict=True,
-    ):
-        item: dict[str, Any] = {
-            "top_churn_features": features if isinstance(features, list) else [],
-            "complaints": int(complaints),
-            "unresolved": int(unresolved),
-        }
-        if alive == alive:  # not NaN
-            item["p_alive"] = alive
-            item["expected_purchases_12m"] = expected
-        out.append(item)
-    return out
+    scores: pd.DataFrame,
+    features: pd.DataFrame,
+    model: ChurnModel,
+    history: pd.DataFrame,
+    k: int = 3,
+) -> pd.Series:
+    """Each customer's explanation as a JSON string, built vectorised.
+
+    Keys: top_churn_features (up to ``k`` ``[label, contribution]`` pairs that
+    raise the risk), complaints, unresolved, and p_alive /
+    expected_purchases_12m when the CLV model ran.
+    """
+    top = pd.Series("", index=scores.index, dtype=object)
+    if not features.empty:
+        contrib = model.contributions(features).to_numpy()
+        order = np.argsort(-contrib, axis=1)[:, :k]
+        values = np.take_along_axis(contrib, order, axis=1)
+        labels = np.array(
+            [json.dumps(FEATURE_LABELS[name]) for name in FEATURES], dtype=object
+        )
+        joined = np.full(len(features), "", dtype=object)
+        for j in range(order.shape[1]):
+            text = np.round(values[:, j], 2).astype(str).astype(object)
+            piece = "[" + labels[order[:, j]] + ", " + text + "]"
+            joined = np.where(
+                values[:, j] > 0,
+                np.where(joined == "", piece, joined + ", " + piece),
+                joined,
+            )
+        top.loc[features.index] = joined
+    counts = history.reindex(scores.index).fillna(0).astype("int64")
+    alive = scores["p_alive"].to_numpy(dtype="float64")
+    extra = np.where(
+        np.isnan(alive),
+        "",
+        ', "p_alive": '
+        + np.round(np.nan_to_num(alive), 3).astype(str).astype(object)
+        + ', "expected_purchases_12m": '
+        + np.round(np.nan_to_num(scores["purchases_12m"].to_numpy("float64")), 2)
+        .astype(str)
+        .astype(object),
+    )
+    text = (
+        '{"top_churn_features": ['
+        + top.to_numpy(dtype=object)
+        + '], "complaints": '
+        + counts["complaints"].astype(str).to_numpy(dtype=object)
+        + ', "unresolved": '
+        + counts["unresolved"].astype(str).to_numpy(dtype=object)
+        + extra
+        + "}"
+    )
+    return pd.Series(text, index=scores.index, dtype=object)
 
 
 def _rows(frame: pd.DataFrame, computed_at: dt.datetime) -> list[dict[str, Any]]:
@@ -286,7 +330,7 @@ def _rows(frame: pd.DataFrame, computed_at: dt.datetime) -> list[dict[str, Any]]
         "value_tier": frame["value_tier"].tolist(),
         "churn_risk": risk,
         "churn_band": frame["churn_band"].tolist(),
-        "explanation": frame["explanation"].tolist(),
+        "explanation": [json.loads(item) for item in frame["explanation"]],
         "input_hash": frame["input_hash"].tolist(),
         "computed_at": [computed_at] * len(frame),
     }
@@ -299,25 +343,121 @@ def _rows(frame: pd.DataFrame, computed_at: dt.datetime) -> list[dict[str, Any]]
 
 def upsert_scores(
     session: Session,
-    rows: list[dict[str, Any]],
+    frame: pd.DataFrame,
     *,
+    computed_at: dt.datetime,
     chunk: int,
     progress: ProgressFn | None = None,
 ) -> int:
-    """Insert or update ``customer_scores`` rows in chunks; return rows written."""
+    """Insert or update the ``customer_scores`` rows of ``frame``; return the count.
+
+    PostgreSQL: COPY into a temporary table in chunks, then one
+    ``INSERT ... SELECT ... ON CONFLICT (customer_id) DO UPDATE``. SQLite: chunked
+    executemany of ``INSERT ... ON CONFLICT DO UPDATE``.
+    """
+    if frame.empty:
+        return 0
+    if session.get_bind().dialect.name == "postgresql":
+        return _upsert_postgresql(session, frame, computed_at, chunk, progress)
     table = CustomerScore.__table__
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    stmt = insert(table)
+    stmt = sqlite.insert(table)
     stmt = stmt.on_conflict_do_update(
         index_elements=[table.c.customer_id],
         set_={name: stmt.excluded[name] for name in SCORE_COLUMNS},
     )
+    rows = _rows(frame, computed_at)
     for start in range(0, len(rows), chunk):
         session.execute(stmt, rows[start : start + chunk])
         if progress:
             progress("write", min(start + chunk, len(rows)), len(rows))
     return len(rows)
+
+
+INT_COLUMNS = ("recency_days", "frequency", "r_score", "f_score", "m_score")
+MISSING_INT = -1
+
+
+def _upsert_postgresql(
+    session: Session,
+    frame: pd.DataFrame,
+    computed_at: dt.datetime,
+    chunk: int,
+    progress: ProgressFn | None,
+) -> int:
+    table = CustomerScore.__table__
+    csv_frame = _csv_frame(frame)
+    names = list(csv_frame.columns)
+    staging = Table(
+        f"customer_scores_load_{uuid.uuid4().hex[:8]}",
+        MetaData(),
+        *(
+            Column(name, Integer if name in INT_COLUMNS else table.c[name].type)
+            for name in names
+        ),
+        prefixes=["TEMPORARY"],
+        postgresql_on_commit="DROP",
+    )
+    connection = session.connection()
+    staging.create(connection)
+    cursor = connection.connection.cursor()
+    try:
+        chunk = max(chunk, 50_000)
+        for start in range(0, len(csv_frame), chunk):
+            buffer = io.StringIO()
+            csv_frame.iloc[start : start + chunk].to_csv(
+                buffer, index=False, header=False, na_rep="\\N"
+            )
+            buffer.seek(0)
+            cursor.copy_expert(
+                f"COPY {staging.name} ({', '.join(names)}) FROM STDIN "
+                "WITH (FORMAT csv, NULL '\\N')",
+                buffer,
+            )
+            if progress:
+                progress("write", min(start + chunk, len(csv_frame)), len(csv_frame))
+    finally:
+        cursor.close()
+    as_of = frame["as_of"].iloc[0].to_pydatetime()
+    columns = {
+        name: (
+            func.nullif(staging.c[name], MISSING_INT)
+            if name in INT_COLUMNS
+            else staging.c[name]
+        )
+        for name in names
+    }
+    columns["as_of"] = literal(as_of, DateTime)
+    columns["computed_at"] = literal(computed_at, DateTime)
+    stmt = postgresql.insert(table).from_select(
+        list(columns), select(*columns.values())
+    )
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[table.c.customer_id],
+        set_={name: stmt.excluded[name] for name in SCORE_COLUMNS},
+    )
+    session.execute(stmt)
+    staging.drop(connection)
+    return len(csv_frame)
+
+
+def _csv_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per-customer columns typed for a fast COPY.
+
+    Money is rounded to cents, missing whole numbers become ``MISSING_INT`` (turned
+    back into NULL by the INSERT ... SELECT), JSON is already text; the constant
+    ``as_of`` and ``computed_at`` are added in SQL.
+    """
+    out = pd.DataFrame(index=frame.index)
+    out["customer_id"] = frame.index
+    for column in INT_COLUMNS:
+        out[column] = frame[column].astype("Int64").fillna(MISSING_INT).astype("int64")
+    for column in ("monetary", "actual_value", "clv", "clv_heuristic"):
+        out[column] = frame[column].astype("float64").round(2)
+    for column in ("rfm_segment", "value_tier", "churn_band", "input_hash"):
+        out[column] = frame[column]
+    out["churn_risk"] = frame["churn_risk"].astype("float64").round(6)
+    out["explanation"] = frame["explanation"]
+    return out
 
 
 def ensure_model(
@@ -380,19 +520,19 @@ def refresh_scores(
     )
     report.customers = len(scores)
     step = time.perf_counter()
-    existing = {
-        cid: digest
-        for cid, digest in session.execute(
-            select(CustomerScore.customer_id, CustomerScore.input_hash)
-        )
-    }
     if not full:
-        old = pd.Series(existing, dtype=object).reindex(scores.index)
+        existing = read_frame(
+            session, select(CustomerScore.customer_id, CustomerScore.input_hash)
+        )
+        old = existing.set_index("customer_id")["input_hash"].reindex(scores.index)
         scores = scores[old.ne(scores["input_hash"]).to_numpy()]
     report.unchanged = report.customers - len(scores)
-    rows = _rows(scores, utcnow())
     report.written = upsert_scores(
-        session, rows, chunk=config.write_chunk, progress=progress
+        session,
+        scores,
+        computed_at=utcnow(),
+        chunk=config.write_chunk,
+        progress=progress,
     )
     report.seconds["write"] = time.perf_counter() - step
     report.seconds["total"] = time.perf_counter() - started
