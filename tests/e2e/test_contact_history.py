@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import uuid
 
+from bot.identity_assertion import metadata_for
 from crm_store.models import Conversation
-from crm_store.services.interactions import transcript
+from crm_store.services.interactions import timeline, transcript
+
+CUSTOMER = "C0001"
+CUSTOMER_EMAIL = "farah.dijkstra1@example.com"
 
 
-def _sender(prefix: str) -> str:
-    return f"e2e-{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-def test_every_user_and_bot_message_is_in_the_transcript(stack) -> None:
-    sender = _sender("history")
+def test_customer_timeline_holds_every_message_with_intent(stack) -> None:
+    sender = f"e2e-history-{uuid.uuid4().hex[:8]}"
+    identity = metadata_for(stack.identity_secret, sender, "email", CUSTOMER_EMAIL)
     sent = ["hello", "bye"]
     replies: list[str] = []
     for text in sent:
-        replies += stack.texts(sender, text)
+        replies += stack.texts(sender, text, identity)
     assert replies, "the bot answered nothing"
     expected = len(sent) + len(replies)
 
@@ -27,18 +28,42 @@ def test_every_user_and_bot_message_is_in_the_transcript(stack) -> None:
             return found if len(found) >= expected else []
 
     history = stack.eventually(rows)
+    assert len(history) == expected
     incoming = [r for r in history if r.direction == "in"]
     outgoing = [r for r in history if r.direction == "out"]
     assert [r.text for r in incoming] == sent
     assert [r.text for r in outgoing] == replies
     assert all(r.author == "customer" and r.channel == "chat" for r in incoming)
-    assert all(r.intent and 0 < r.confidence <= 1 for r in incoming)
-    assert incoming[-1].intent == "goodbye"
+    assert [r.intent for r in incoming] == ["greet", "goodbye"]
+    assert all(0 < r.confidence <= 1 for r in incoming)
     assert all(r.author == "bot" and r.intent is None for r in outgoing)
     assert len({r.event_id for r in history}) == len(history)
 
+    # Verified on the first message: the whole conversation is on the
+    # customer's timeline, the first message included (backfilled).
+    assert {r.customer_id for r in history} == {CUSTOMER}
+    with stack.factory() as session:
+        page = timeline(session, customer_id=CUSTOMER, limit=200)
+        on_timeline = {r.event_id for r in page.items}
+        assert {r.event_id for r in history} <= on_timeline
+        conversation = session.get(Conversation, sender)
+        assert conversation.customer_id == CUSTOMER
+        assert conversation.channel == "chat"
+        assert (conversation.status, conversation.outcome) == ("closed", "self_served")
+
+
+def test_anonymous_conversation_is_recorded_without_customer(stack) -> None:
+    sender = f"e2e-anon-{uuid.uuid4().hex[:8]}"
+    replies = stack.texts(sender, "hello")
+
+    def rows() -> list:
+        with stack.factory() as session:
+            found = transcript(session, conversation_id=sender)
+            return found if len(found) >= 1 + len(replies) else []
+
+    history = stack.eventually(rows)
+    assert [r.text for r in history] == ["hello", *replies]
+    assert all(r.customer_id is None for r in history)
     with stack.factory() as session:
         conversation = session.get(Conversation, sender)
-        assert conversation.channel == "chat"
-        assert conversation.status == "closed"
-        assert conversation.outcome == "self_served"
+        assert (conversation.status, conversation.customer_id) == ("open", None)
