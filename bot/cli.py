@@ -262,12 +262,56 @@ def bench_analytics(
     )
 
 
+@bench_app.command("latency")
+def bench_latency(
+    messages: int = typer.Option(500, min=5, help="Messages per run."),
+    concurrency: list[int] = typer.Option([1, 10, 50], help="Concurrency levels."),
+) -> None:
+    """Bot latency: bare `rasa run` vs the full stack, p50/p95/p99 and msgs/s."""
+    from bench.latency import run_latency_bench
+
+    run_latency_bench(messages=messages, concurrency=tuple(concurrency), console=out)
+
+
 @app.command()
 def run(database_url: Optional[str] = DB_OPTION) -> None:
     """Start everything on the embedded default with demo data (Ctrl-C stops)."""
     from bot.supervisor import run as run_all
 
     raise typer.Exit(run_all(database_url or default_url()))
+
+
+@app.command()
+def train(
+    force: bool = typer.Option(False, "--force", help="Train even if up to date."),
+) -> None:
+    """Train the Rasa model if config, domain or training data changed."""
+    from bot.training import TrainingError, ensure_model
+
+    try:
+        model = ensure_model(log=err.print, force=force)
+    except TrainingError as error:
+        err.print(f"error: {error}")
+        raise typer.Exit(1) from None
+    out.print(str(model), highlight=False)
+
+
+@app.command()
+def chat(
+    url: str = typer.Option(
+        "http://127.0.0.1:5005",
+        "--url",
+        envvar="CRM_CHAT_URL",
+        help="Rasa server (REST webhook).",
+    ),
+    sender: Optional[str] = typer.Option(
+        None, "--sender", help="Conversation id (default: a new random one)."
+    ),
+) -> None:
+    """Talk to the running bot in the terminal (Ctrl-D or /quit ends)."""
+    from bot.chat import run_chat
+
+    raise typer.Exit(run_chat(url, sender, console=out))
 
 
 def main() -> None:

@@ -1,7 +1,10 @@
 """``crm run``: prepare the embedded store and supervise the runtime processes.
 
-The store is prepared first (migrations, demo data). Processes registered in
-``runtime_processes`` are then started, watched and stopped together on Ctrl-C.
+The store is prepared first (migrations, demo data), then the Rasa model is
+trained if its training data changed (``bot.training``). Processes registered in
+``runtime_processes`` (the action server on ``ACTION_PORT``, the Rasa server on
+``RASA_PORT``) are then started, watched and stopped together on Ctrl-C; if one
+exits, all are stopped. Their logs go to stdout.
 """
 
 from __future__ import annotations
@@ -44,9 +47,73 @@ def prepare_store(url: str, demo_dir: Path = DEMO_DIR) -> str:
     )
 
 
-def runtime_processes() -> list[ManagedProcess]:
-    """The processes ``crm run`` supervises besides the store."""
-    return []
+RUNTIME_DIR = PROJECT_ROOT / "var" / "run"
+
+
+def runtime_processes(
+    url: str | None = None, model: Path | None = None
+) -> list[ManagedProcess]:
+    """The processes ``crm run`` supervises besides the store.
+
+    With a store ``url`` and a ``model``: the action server and the guarded Rasa
+    server (``python -m bot.rasa_server``), ports from ``ACTION_PORT`` and
+    ``RASA_PORT``, endpoints from a runtime copy of ``endpoints.yml``.
+    """
+    if url is None or model is None:
+        return []
+    import os
+
+    from bot.runtime import (
+        DEFAULT_ACTION_PORT,
+        DEFAULT_RASA_PORT,
+        action_server_argv,
+        action_url,
+        process_env,
+        rasa_server_argv,
+        write_runtime_endpoints,
+    )
+
+    rasa_port = int(os.environ.get("RASA_PORT", DEFAULT_RASA_PORT))
+    action_port = int(os.environ.get("ACTION_PORT", DEFAULT_ACTION_PORT))
+    endpoints = write_runtime_endpoints(
+        RUNTIME_DIR / "endpoints.yml", action_webhook=action_url(action_port)
+    )
+    credentials = PROJECT_ROOT / "credentials.yml"
+    env = process_env(database_url=url)
+    return [
+        ManagedProcess("action server", action_server_argv(port=action_port), env),
+        ManagedProcess(
+            "rasa",
+            rasa_server_argv(
+                model=model,
+                endpoints=endpoints,
+                port=rasa_port,
+                credentials=credentials if credentials.is_file() else None,
+                cors="*",
+                interface=os.environ.get("RASA_INTERFACE", "0.0.0.0"),
+            ),
+            env,
+        ),
+    ]
+
+
+def announce_when_ready(log=print) -> None:  # noqa: ANN001
+    """Print once the Rasa server answers (in a background thread)."""
+    import os
+    import threading
+
+    from bot.runtime import DEFAULT_RASA_PORT, wait_until_ready
+
+    port = int(os.environ.get("RASA_PORT", DEFAULT_RASA_PORT))
+
+    def wait() -> None:
+        if wait_until_ready(f"http://127.0.0.1:{port}/", timeout=600):
+            log(
+                f"bot ready: POST http://127.0.0.1:{port}/webhooks/rest/webhook "
+                f"(try `crm chat`); Ctrl-C stops everything"
+            )
+
+    threading.Thread(target=wait, name="announce-ready", daemon=True).start()
 
 
 def supervise(processes: list[ManagedProcess], log=print) -> int:  # noqa: ANN001
@@ -92,11 +159,20 @@ def _base_env() -> dict[str, str]:
 
 
 def run(url: str) -> int:
-    """Prepare the store, then supervise the runtime until Ctrl-C."""
+    """Prepare the store and the model, then supervise the runtime until Ctrl-C."""
+    from bot.training import TrainingError, ensure_model
+
     print(prepare_store(url), flush=True)
-    processes = runtime_processes()
+    try:
+        model = ensure_model(log=lambda line: print(line, flush=True))
+    except TrainingError as error:
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        return 1
+    processes = runtime_processes(url, model)
     if not processes:
         print("no other services configured yet; press Ctrl-C to stop", flush=True)
+    else:
+        announce_when_ready(lambda line: print(line, flush=True))
     return supervise(processes)
 
 

@@ -1,0 +1,83 @@
+"""`crm run` supervises the action and Rasa servers; Ctrl-C stops all cleanly."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import requests
+
+from bot.runtime import free_port, wait_until_ready
+from crm_store.db import make_engine, make_session_factory
+from crm_store.services.interactions import transcript
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+def test_crm_run_serves_the_bot_and_stops_everything_on_ctrl_c(
+    tmp_path: Path,
+) -> None:
+    rasa_port, action_port = free_port(), free_port()
+    url = f"sqlite:///{tmp_path / 'crm.db'}"
+    env = {
+        **os.environ,
+        "CRM_DATABASE_URL": url,
+        "RASA_PORT": str(rasa_port),
+        "ACTION_PORT": str(action_port),
+        "RASA_INTERFACE": "127.0.0.1",
+    }
+    log = (tmp_path / "run.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bot.cli", "run"],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    sender = f"e2e-run-{uuid.uuid4().hex[:8]}"
+    try:
+        ready = wait_until_ready(
+            f"http://127.0.0.1:{rasa_port}/",
+            timeout=300,
+            alive=lambda: proc.poll() is None,
+        )
+        assert ready, (tmp_path / "run.log").read_text()[-3000:]
+        assert wait_until_ready(f"http://127.0.0.1:{action_port}/health", timeout=60)
+        replies = requests.post(
+            f"http://127.0.0.1:{rasa_port}/webhooks/rest/webhook",
+            json={"sender": sender, "message": "hello"},
+            timeout=30,
+        ).json()
+        assert replies
+    finally:
+        # Ctrl-C in a terminal signals the whole foreground process group.
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            code = proc.wait(timeout=60)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+            log.close()
+    output = (tmp_path / "run.log").read_text()
+    assert code == 0, output[-3000:]
+    assert "stopped" in output
+    # Nothing of the supervised servers is left listening.
+    time.sleep(0.5)
+    for port in (rasa_port, action_port):
+        with pytest.raises(requests.ConnectionError):
+            requests.get(f"http://127.0.0.1:{port}/", timeout=2)
+    # The turn was flushed to the contact history before the broker closed.
+    engine = make_engine(url)
+    with make_session_factory(engine)() as session:
+        rows = transcript(session, conversation_id=sender)
+    engine.dispose()
+    assert [r.direction for r in rows][:1] == ["in"]
+    assert len(rows) == 1 + len(replies)
