@@ -26,9 +26,10 @@ CHANNEL_NAMES = {
     "twilio_voice": "voice",
     "email": "email",
 }
+# ``pending_task`` and ``task_ok`` stay set after a task: the rules that ran it
+# still match while the bot waits for the next message; action_start_task
+# overwrites them.
 TASK_SLOTS = (
-    "pending_task",
-    "task_ok",
     "order_number",
     "postcode",
     "confirm_cancel",

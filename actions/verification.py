@@ -25,6 +25,7 @@ from crm_store.services.tickets import NotReportable, check_damage_reportable
 
 MAX_POSTCODE_ATTEMPTS = 3
 ORDER_RE = re.compile(r"\b#?([A-Za-z]\d{5})\b")
+TICKET_RE = re.compile(r"\b([Tt]-[A-Za-z0-9]{6})\b")
 POSTCODE_RE = re.compile(r"\b(\d{4})\s*([A-Za-z]{2})?\b")
 TASK_INTENTS = {
     "check_order_status": "order_status",
@@ -93,12 +94,27 @@ class ActionStartTask(Action):
             SlotSet("pending_task", task),
             SlotSet("task_ok", None),
         ]
+        events += self._numbers_in_text(tracker)
         events += identity_events(tracker)
         verified = is_verified(tracker) or any(
             e.get("name") == "verified" and e.get("value") for e in events
         )
         if not verified:
             dispatcher.utter_message(response="utter_need_verification")
+        return events
+
+    @staticmethod
+    def _numbers_in_text(tracker: Tracker) -> list[EventType]:
+        """Order/ticket numbers the NLU missed, read from the raw text."""
+        text = tracker.latest_message.get("text") or ""
+        entities = {e.get("entity") for e in tracker.latest_message.get("entities", [])}
+        events: list[EventType] = []
+        order = parse_order_number(text)
+        if order and "order_number" not in entities:
+            events.append(SlotSet("order_number", order))
+        ticket = TICKET_RE.search(text)
+        if ticket and "ticket_number" not in entities:
+            events.append(SlotSet("ticket_number", ticket.group(1).upper()))
         return events
 
 
@@ -214,7 +230,7 @@ class ActionCheckTask(Action):
     ) -> list[EventType]:
         task = tracker.get_slot("pending_task")
         if not is_verified(tracker) or not task:
-            return [SlotSet("task_ok", False), *reset_task()]
+            return [*reset_task(), SlotSet("task_ok", False)]
         if task not in ORDER_TASKS:
             return [SlotSet("task_ok", True)]
         customer_id = tracker.get_slot("customer_id")
@@ -230,7 +246,7 @@ class ActionCheckTask(Action):
             ok = False
         if ok:
             return [SlotSet("task_ok", True)]
-        return [SlotSet("task_ok", False), *reset_task()]
+        return [*reset_task(), SlotSet("task_ok", False)]
 
     @staticmethod
     def _check(dispatcher: CollectingDispatcher, session, task: str, order) -> bool:  # noqa: ANN001

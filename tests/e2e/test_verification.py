@@ -71,6 +71,15 @@ def test_lockout_then_accept_the_human(stack) -> None:
     chat.assert_history()
 
 
+def order_ids(stack, customer_id: str) -> list[str]:
+    with stack.factory() as session:
+        return list(
+            session.execute(select(Order.id).where(Order.customer_id == customer_id))
+            .scalars()
+            .all()
+        )
+
+
 def test_forged_identity_is_not_trusted(stack) -> None:
     with stack.factory() as session:
         email = session.get(Customer, "C0001").email
@@ -78,7 +87,8 @@ def test_forged_identity_is_not_trusted(stack) -> None:
     forged = {"identity": {"kind": "email", "value": email, "sig": "00" * 32}}
     answers = stack.send(chat.sender, "show my orders", forged)
     text = " ".join(a.get("text", "") for a in answers)
-    assert "verify" in text and "A1" not in text
+    assert "verify" in text
+    assert not any(number in text for number in order_ids(stack, "C0001"))
 
 
 def test_identity_signed_for_another_sender_is_not_trusted(stack) -> None:
@@ -89,7 +99,8 @@ def test_identity_signed_for_another_sender_is_not_trusted(stack) -> None:
     stolen = victim.metadata()
     answers = stack.send(attacker.sender, "show my orders", stolen)
     text = " ".join(a.get("text", "") for a in answers)
-    assert "verify" in text and "A1" not in text
+    assert "verify" in text
+    assert not any(number in text for number in order_ids(stack, "C0001"))
 
 
 def test_unregistered_identity_is_not_verified(stack) -> None:
