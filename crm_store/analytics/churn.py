@@ -56,9 +56,17 @@ MODEL_VERSION = 1
 
 
 def churn_features(
-    orders: pd.DataFrame, contacts: pd.DataFrame, *, as_of: dt.datetime
+    orders: pd.DataFrame,
+    contacts: pd.DataFrame,
+    *,
+    as_of: dt.datetime,
+    history: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """Feature matrix (one row per buyer) from aggregates before ``as_of``."""
+    """Feature matrix (one row per buyer) from aggregates before ``as_of``.
+
+    ``history`` (from :func:`contact_features`) is computed from ``contacts``
+    when not given.
+    """
     buyers = orders[orders["purchases"] > 0]
     at = pd.Timestamp(as_of)
     recency = (at - buyers["last_purchase"]) / np.timedelta64(1, "D")
@@ -73,10 +81,11 @@ def churn_features(
     f["overdue"] = recency / (gap + 30)
     f["returned"] = buyers["returned"]
     f["cancelled"] = buyers["cancelled"]
-    history = contact_features(
-        contacts, index=buyers.index, last_purchase=buyers["last_purchase"]
-    )
-    f = f.join(history)
+    if history is None:
+        history = contact_features(
+            contacts, index=buyers.index, last_purchase=buyers["last_purchase"]
+        )
+    f = f.join(history.reindex(buyers.index))
     return f[list(FEATURES)].astype("float64")
 
 

@@ -1,4 +1,7 @@
-"""Read a customer's scores with a short explanation (cheap: one primary-key read)."""
+"""Read scores cheaply: one customer's, or per-segment totals for dashboards.
+
+``customer_scores`` is one primary-key read; ``segment_summary`` one aggregate.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +10,11 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
-from crm_store.models import CustomerScore
+from crm_store.models import CENT, CustomerScore
+from crm_store.services.errors import InvalidInput
 
 
 @dataclass(frozen=True)
@@ -115,3 +120,56 @@ def customer_scores(session: Session, *, customer_id: str) -> CustomerScoresView
     """
     score = session.get(CustomerScore, customer_id)
     return None if score is None else view_from_row(score)
+
+
+@dataclass(frozen=True)
+class SegmentSummary:
+    """One group of scored customers for the manager dashboard.
+
+    Attributes:
+        value_at_risk: sum of CLV of the group's customers in the high churn band.
+    """
+
+    name: str
+    customers: int
+    clv: Decimal
+    value_at_risk: Decimal
+
+
+def segment_summary(
+    session: Session, *, by: str = "rfm_segment"
+) -> list[SegmentSummary]:
+    """Customers, CLV and value at risk per RFM segment or value tier.
+
+    One aggregate over ``customer_scores`` (indexed by both columns).
+
+    Args:
+        session: an open session.
+        by: ``"rfm_segment"`` or ``"value_tier"``.
+
+    Raises:
+        InvalidInput: ``by`` names another column.
+    """
+    if by not in ("rfm_segment", "value_tier"):
+        raise InvalidInput("segment_summary groups by rfm_segment or value_tier")
+    column = getattr(CustomerScore, by)
+    at_risk = case((CustomerScore.churn_band == "high", CustomerScore.clv), else_=0)
+    rows = session.execute(
+        select(
+            column,
+            func.count(),
+            func.coalesce(func.sum(CustomerScore.clv), 0),
+            func.coalesce(func.sum(at_risk), 0),
+        )
+        .group_by(column)
+        .order_by(func.count().desc())
+    ).all()
+    return [
+        SegmentSummary(
+            name=name or "-",
+            customers=int(count),
+            clv=Decimal(str(clv)).quantize(CENT),
+            value_at_risk=Decimal(str(risk)).quantize(CENT),
+        )
+        for name, count, clv, risk in rows
+    ]

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import func, select
 
 from crm_store.analytics.refresh import refresh_scores
-from crm_store.analytics.service import customer_scores
+from crm_store.analytics.service import customer_scores, segment_summary
 from crm_store.analytics.treatment import treatment_for_customer
 from crm_store.db import make_session_factory
 from crm_store.models import Conversation, Customer, CustomerScore, Interaction, Order
@@ -193,3 +193,17 @@ def test_refresh_of_an_empty_store_with_a_model_writes_nothing(
     with make_session_factory(empty_engine).begin() as session:
         report = refresh_scores(session, as_of=AS_OF, model_file=model_file)
     assert (report.customers, report.written) == (0, 0)
+
+
+def test_segment_summary_counts_every_scored_customer(scored):
+    factory, _ = scored
+    with factory() as session:
+        segments = segment_summary(session)
+        tiers = segment_summary(session, by="value_tier")
+        with pytest.raises(InvalidInput, match="groups by"):
+            segment_summary(session, by="email")
+    assert sum(s.customers for s in segments) == 2000
+    assert {s.name for s in tiers} == {"platinum", "gold", "silver", "bronze"}
+    for s in segments:
+        assert 0 <= s.value_at_risk <= s.clv
+    assert any(s.value_at_risk > 0 for s in segments)
