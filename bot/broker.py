@@ -133,11 +133,46 @@ class HistoryRecorder:
 
     def __init__(self) -> None:
         self.states: dict[str, ConversationState] = {}
+        # Strong references for the batch: the session's identity map is weak, so
+        # without them every lookup of a conversation would query again.
+        self._loaded: dict[str, Conversation] = {}
 
     def record(
         self, session: Session, events: Iterable[dict[str, Any]]
     ) -> dict[str, ConversationState]:
         """Apply ``events`` in ``session``; return the updated states to commit."""
+        self._loaded = {}
+        try:
+            with session.no_autoflush:
+                pending, rows = self._translate(session, events)
+            session.flush()  # conversations before the interactions referencing them
+            if rows:
+                append_interactions(session, items=rows)
+        finally:
+            self._loaded = {}
+        return pending
+
+    def _conversation(
+        self, session: Session, conversation_id: str
+    ) -> Conversation | None:
+        found = self._loaded.get(conversation_id)
+        if found is None:
+            found = session.get(Conversation, conversation_id)
+            if found is not None:
+                self._loaded[conversation_id] = found
+        return found
+
+    def _open(
+        self, session: Session, conversation_id: str, channel: str, at: dt.datetime
+    ) -> None:
+        conversation = open_conversation(
+            session, conversation_id=conversation_id, channel=channel, at=at
+        )
+        self._loaded[conversation.id] = conversation
+
+    def _translate(
+        self, session: Session, events: Iterable[dict[str, Any]]
+    ) -> tuple[dict[str, ConversationState], list[NewInteraction]]:
         pending: dict[str, ConversationState] = {}
         rows: list[NewInteraction] = []
 
@@ -181,9 +216,7 @@ class HistoryRecorder:
                     state = self._state_of(latest)
                 self._apply_slot(session, state, event, rows)
                 pending[sender] = state
-        if rows:
-            append_interactions(session, items=rows)
-        return pending
+        return pending, rows
 
     def commit(self, pending: dict[str, ConversationState]) -> None:
         """Remember the states of a batch whose transaction committed."""
@@ -215,14 +248,10 @@ class HistoryRecorder:
         if state is not None and not state.closed:
             # Another writer (the idle closer, a second Rasa instance) may have
             # closed it meanwhile: the database decides.
-            conversation = session.get(Conversation, state.conversation_id)
+            conversation = self._conversation(session, state.conversation_id)
             if conversation is not None and conversation.status == "open":
-                open_conversation(
-                    session,
-                    conversation_id=state.conversation_id,
-                    channel=state.channel,
-                    at=at,
-                )
+                if at > conversation.last_activity_at:
+                    conversation.last_activity_at = at
                 return state
         return self._resume(session, sender, channel, at, new_if_closed=True)
 
@@ -238,21 +267,19 @@ class HistoryRecorder:
         """Find the sender's open conversation in the store, or open a new one."""
         latest = latest_conversation(session, sender_id=sender)
         if latest is not None and (latest.status == "open" or not new_if_closed):
-            if latest.status == "open":
-                open_conversation(
-                    session, conversation_id=latest.id, channel=latest.channel, at=at
-                )
+            self._loaded[latest.id] = latest
+            if latest.status == "open" and at > latest.last_activity_at:
+                latest.last_activity_at = at
             return self._state_of(latest)
         conversation_id = next_conversation_id(session, sender_id=sender)
         channel = channel or DEFAULT_CHANNEL
-        open_conversation(
-            session, conversation_id=conversation_id, channel=channel, at=at
-        )
+        self._open(session, conversation_id, channel, at)
         return ConversationState(conversation_id=conversation_id, channel=channel)
 
-    @staticmethod
-    def _touch(session: Session, state: ConversationState, at: dt.datetime) -> None:
-        conversation = session.get(Conversation, state.conversation_id)
+    def _touch(
+        self, session: Session, state: ConversationState, at: dt.datetime
+    ) -> None:
+        conversation = self._conversation(session, state.conversation_id)
         if conversation is not None and at > conversation.last_activity_at:
             if conversation.status == "open":
                 conversation.last_activity_at = at

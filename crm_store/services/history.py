@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import case, func, or_, select, update
+from sqlalchemy import and_, case, func, select, update
 from sqlalchemy.orm import Session
 
 from crm_store.models import Conversation, Interaction, utcnow
@@ -18,36 +18,41 @@ SUFFIX_SEPARATOR = "~"
 MAX_CONVERSATION_ID = 128
 
 
+def base_id(sender_id: str) -> str:
+    """The first conversation id of a sender (room left for the ``~n`` suffix)."""
+    return sender_id[: MAX_CONVERSATION_ID - 8]
+
+
+def _later_ids(sender_id: str):  # noqa: ANN202
+    """Condition matching ``<sender>~<n>`` ids as a primary-key range (indexed)."""
+    prefix = sender_id + SUFFIX_SEPARATOR
+    # "~" is the last printable ASCII character: every id starting with the prefix
+    # sorts between the prefix and the sender id followed by DEL (0x7f).
+    return and_(Conversation.id > prefix, Conversation.id < sender_id + "\x7f")
+
+
 def latest_conversation(session: Session, *, sender_id: str) -> Conversation | None:
     """Return the sender's most recent conversation (open or closed), if any."""
-    pattern = (
-        sender_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        + SUFFIX_SEPARATOR
-        + "%"
-    )
+    sender_id = base_id(sender_id)
+    first = session.get(Conversation, sender_id)
+    if first is None or first.status == "open":
+        return first
     stmt = (
         select(Conversation)
-        .where(
-            or_(
-                Conversation.id == sender_id,
-                Conversation.id.like(pattern, escape="\\"),
-            )
-        )
+        .where(_later_ids(sender_id))
         .order_by(Conversation.started_at.desc(), Conversation.id.desc())
         .limit(1)
     )
-    return session.execute(stmt).scalars().first()
+    return session.execute(stmt).scalars().first() or first
 
 
 def next_conversation_id(session: Session, *, sender_id: str) -> str:
     """Return the id for the sender's next conversation (see module docstring)."""
-    base = sender_id[: MAX_CONVERSATION_ID - 8]
+    base = base_id(sender_id)
     if session.get(Conversation, base) is None:
         return base
     count = session.execute(
-        select(func.count())
-        .select_from(Conversation)
-        .where(Conversation.id.like(base.replace("%", "\\%") + "~%", escape="\\"))
+        select(func.count()).select_from(Conversation).where(_later_ids(base))
     ).scalar_one()
     number = count + 2
     while session.get(Conversation, f"{base}{SUFFIX_SEPARATOR}{number}") is not None:

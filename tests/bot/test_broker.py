@@ -379,3 +379,20 @@ def test_nothing_is_lost_while_the_database_is_down(empty_engine: Engine) -> Non
             session.execute(select(func.count()).select_from(Conversation)).scalar_one()
             == 1
         )
+
+
+@pytest.mark.parametrize("sender", ["a%b_c", "x" * 200, "tele:+31 6 1234"])
+def test_unusual_sender_ids_keep_one_open_conversation(
+    broker: ContactHistoryBroker, empty_engine: Engine, sender: str
+) -> None:
+    for said in ("one", "two", "bye"):
+        broker.publish(user(sender, said, "goodbye" if said == "bye" else "inform"))
+        assert broker.wait_idle()
+    broker.publish(user(sender, "back again"))
+    assert broker.wait_idle()
+    with make_session_factory(empty_engine)() as session:
+        ids = sorted(session.execute(select(Conversation.id)).scalars())
+    first = sender[:120]
+    assert ids == sorted([first, f"{first}~2"])
+    assert [r.text for r in rows_of(empty_engine, first)] == ["one", "two", "bye"]
+    assert conversation(empty_engine, first).outcome == "self_served"
