@@ -207,8 +207,22 @@ def compute_scores(
     config: AnalyticsConfig,
     model: ChurnModel,
     timings: dict[str, float] | None = None,
-) -> tuple[pd.DataFrame, dict[str, float]]:
-    """Return one row per customer with every ``customer_scores`` column."""
+    previous_hashes: pd.Series | None = None,
+) -> tuple[pd.DataFrame, dict[str, float], int]:
+    """Return score rows with every ``customer_scores`` column.
+
+    Args:
+        session: the caller's session.
+        as_of: reference time.
+        config: settings.
+        model: the churn model.
+        timings: filled with seconds per stage.
+        previous_hashes: stored input hash per customer id; when given, only the
+            customers whose hash differs are returned (and explained).
+
+    Returns:
+        The rows, the fitted CLV parameters and the number of customers scored.
+    """
     timings = {} if timings is None else timings
     start = time.perf_counter()
     customers = load_customers(session)
@@ -244,10 +258,15 @@ def compute_scores(
     scores["input_hash"] = input_hashes(
         customers, orders, contacts, fingerprint=fingerprint
     )
+    scored = len(scores)
+    if previous_hashes is not None:
+        old = previous_hashes.reindex(scores.index)
+        scores = scores[old.ne(scores["input_hash"]).to_numpy()]
+        features = features[features.index.isin(scores.index)]
     scores["explanation"] = _explanations(scores, features, model, history)
     timings["hash_explain"] = time.perf_counter() - start
     scores["as_of"] = as_of
-    return scores, params
+    return scores, params, scored
 
 
 def _formatted(values: np.ndarray, *, decimals: int, high: float) -> np.ndarray:
@@ -529,18 +548,22 @@ def refresh_scores(
     )
     report.model_version = model.version
     report.seconds["model"] = time.perf_counter() - step
-    scores, report.clv_params = compute_scores(
-        session, as_of=as_of, config=config, model=model, timings=report.seconds
-    )
-    report.customers = len(scores)
-    step = time.perf_counter()
+    previous = None
     if not full:
-        existing = read_frame(
+        stored = read_frame(
             session, select(CustomerScore.customer_id, CustomerScore.input_hash)
         )
-        old = existing.set_index("customer_id")["input_hash"].reindex(scores.index)
-        scores = scores[old.ne(scores["input_hash"]).to_numpy()]
+        previous = stored.set_index("customer_id")["input_hash"]
+    scores, report.clv_params, report.customers = compute_scores(
+        session,
+        as_of=as_of,
+        config=config,
+        model=model,
+        timings=report.seconds,
+        previous_hashes=previous,
+    )
     report.unchanged = report.customers - len(scores)
+    step = time.perf_counter()
     report.written = upsert_scores(
         session,
         scores,
