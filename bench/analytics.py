@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -198,7 +199,7 @@ def bench_size(
     engine = make_engine(
         make_url(pg_url).set(database=name).render_as_string(hide_password=False)
     )
-    model_file = RESULTS_DIR.parent / ".tmp" / f"{name}.joblib"
+    model_file = Path(tempfile.gettempdir()) / f"{name}.joblib"
     try:
         upgrade(engine)
         started = time.perf_counter()
