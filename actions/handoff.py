@@ -16,6 +16,7 @@ from actions.common import (
 )
 from actions.store import transaction
 from crm_store.services.handoff import REASONS, HandoffPacket, request_handoff
+from crm_store.services.tickets import open_ticket
 
 FALLBACK_INTENTS = ("nlu_fallback", "out_of_scope")
 
@@ -55,6 +56,16 @@ class ActionHandoff(Action):
                 packet=packet,
                 priority=int(treatment.get("handoff_priority_boost") or 0),
             )
+            if not result.agents_available and customer_id:
+                # Outside agent hours the promise is a callback: make it a ticket.
+                open_ticket(
+                    session,
+                    customer_id=customer_id,
+                    subject="Callback requested outside agent hours",
+                    description="; ".join(texts[-3:]),
+                    kind="callback",
+                    conversation_id=tracker.sender_id,
+                )
         if result.agents_available:
             dispatcher.utter_message(
                 response="utter_handoff_queued", position=result.position
