@@ -6,6 +6,7 @@ import uuid
 
 import requests
 from rich.console import Console
+from rich.markup import escape
 
 REQUEST_TIMEOUT = 30.0
 QUIT = ("/quit", "/exit")
@@ -56,11 +57,15 @@ def run_chat(url: str, sender: str | None, *, console: Console) -> int:
         try:
             replies = send(url, sender, text)
         except requests.RequestException as error:
-            console.print(f"[red]cannot reach the bot at {url}: {error}[/]")
+            console.print(
+                f"[red]cannot reach the bot at {url}: {escape(str(error))}[/]"
+            )
             return 1
         last_buttons = []
         for reply in replies:
             last_buttons = reply.get("buttons") or last_buttons
-            console.print(f"[bold cyan]bot>[/] {render(reply)}", highlight=False)
+            console.print(
+                f"[bold cyan]bot>[/] {escape(render(reply))}", highlight=False
+            )
         if not replies:
             console.print("[dim](no reply)[/]")
