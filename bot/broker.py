@@ -45,6 +45,7 @@ from crm_store.services.conversations import close_conversation, open_conversati
 from crm_store.services.errors import InvalidInput
 from crm_store.services.history import (
     close_idle_conversations,
+    conversations_by_id,
     latest_conversation,
     link_conversation_customer,
     mark_escalated,
@@ -152,6 +153,17 @@ class HistoryRecorder:
             self._loaded = {}
         return pending
 
+    def _prefetch(self, session: Session, events: list[dict[str, Any]]) -> None:
+        """Load the cached conversations of a batch in one query, not one per event."""
+        wanted = {
+            state.conversation_id
+            for state in (self.states.get(e.get("sender_id") or "") for e in events)
+            if state is not None and not state.closed
+        }
+        if wanted:
+            for conversation in conversations_by_id(session, ids=wanted):
+                self._loaded[conversation.id] = conversation
+
     def _conversation(
         self, session: Session, conversation_id: str
     ) -> Conversation | None:
@@ -175,6 +187,8 @@ class HistoryRecorder:
     ) -> tuple[dict[str, ConversationState], list[NewInteraction]]:
         pending: dict[str, ConversationState] = {}
         rows: list[NewInteraction] = []
+        events = list(events)
+        self._prefetch(session, events)
 
         def state_of(sender: str) -> ConversationState | None:
             if sender in pending:

@@ -60,6 +60,14 @@ def next_conversation_id(session: Session, *, sender_id: str) -> str:
     return f"{base}{SUFFIX_SEPARATOR}{number}"
 
 
+def conversations_by_id(session: Session, *, ids: set[str]) -> list[Conversation]:
+    """Load several conversations in one query (missing ids are skipped)."""
+    if not ids:
+        return []
+    stmt = select(Conversation).where(Conversation.id.in_(sorted(ids)))
+    return list(session.execute(stmt).scalars())
+
+
 def link_conversation_customer(
     session: Session, *, conversation_id: str, customer_id: str
 ) -> int:
