@@ -156,5 +156,16 @@ def ensure_model(
             raise TrainingError(f"rasa train failed with exit code {result.returncode}")
         # Written last: a model without its marker is never reused.
         model.with_name(f"{name}.fingerprint").write_text(print_ + "\n")
+        after = fingerprint(project)
+        if after != print_:
+            # Rasa writes its default pipeline/policies into a config.yml that has
+            # none; register the model under the new fingerprint too, so the next
+            # start does not retrain for that.
+            alias = models_dir / f"{MODEL_PREFIX}{after[:16]}.tar.gz"
+            if not alias.exists():
+                os.link(model, alias)
+            alias.with_name(alias.name.replace(".tar.gz", ".fingerprint")).write_text(
+                after + "\n"
+            )
         log(f"model trained: {model}")
         return model
