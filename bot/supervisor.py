@@ -32,18 +32,27 @@ class ManagedProcess:
 
 
 def prepare_store(url: str, demo_dir: Path = DEMO_DIR) -> str:
-    """Migrate the store and load the demo data; return a one-line summary."""
+    """Migrate the store, load the demo data and refresh the analytics scores.
+
+    Scores feed the bot's treatment rules (``treatment_for_customer``), so they are
+    refreshed here (incrementally: only customers whose inputs changed are written).
+    Returns a one-line summary.
+    """
     from bot.store import engine_for, safe_url, session_factory
+    from crm_store.analytics.refresh import refresh_scores
     from crm_store.migrate import upgrade
     from crm_store.seeding import seed_directory
 
     upgrade(engine_for(url))
     with session_factory(url).begin() as session:
         report = seed_directory(session, directory=demo_dir)
+    with session_factory(url).begin() as session:
+        scores = refresh_scores(session)
     loaded = sum(report.inserted.values())
     return (
         f"store ready at {safe_url(url)} (demo data: {loaded} rows loaded, "
-        f"{sum(report.skipped.values())} already there)"
+        f"{sum(report.skipped.values())} already there; scores: {scores.written} of "
+        f"{scores.customers} customers updated)"
     )
 
 
