@@ -10,22 +10,13 @@ from rasa_sdk import Tracker
 from rasa_sdk.events import EventType, SlotSet
 
 from actions.store import transaction
+from bot.channel_names import channel_for
 from bot.identity_assertion import secret_from_env, verified_identity
 from crm_store.services.errors import InvalidInput
 from crm_store.services.identities import find_customer_by_identity
 
 logger = logging.getLogger(__name__)
 
-# Rasa input channel name -> contact-history channel.
-CHANNEL_NAMES = {
-    "rest": "chat",
-    "socketio": "chat",
-    "telegram": "telegram",
-    "twilio_sms": "sms",
-    "twilio": "sms",
-    "twilio_voice": "voice",
-    "email": "email",
-}
 # ``pending_task`` and ``task_ok`` stay set after a task: the rules that ran it
 # still match while the bot waits for the next message; action_start_task
 # overwrites them.
@@ -46,8 +37,7 @@ ORDER_TASKS = ("cancel_order", "start_return", "report_damage")
 
 def channel_of(tracker: Tracker) -> str:
     """Return the contact-history channel of the conversation."""
-    name = tracker.get_latest_input_channel() or "rest"
-    return CHANNEL_NAMES.get(name, "chat")
+    return channel_for(tracker.get_latest_input_channel() or "rest")
 
 
 def is_verified(tracker: Tracker) -> bool:

@@ -40,6 +40,7 @@ from rasa.utils.endpoints import EndpointConfig
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, sessionmaker
 
+from bot.channel_names import DEFAULT_CHANNEL, channel_for
 from crm_store.models import Conversation
 from crm_store.services.conversations import close_conversation, open_conversation
 from crm_store.services.errors import InvalidInput
@@ -55,17 +56,6 @@ from crm_store.services.interactions import NewInteraction, append_interactions
 
 logger = logging.getLogger(__name__)
 
-CHANNEL_BY_INPUT = {
-    "rest": "chat",
-    "callback": "chat",
-    "socketio": "chat",
-    "telegram": "telegram",
-    "twilio_sms": "sms",
-    "twilio": "sms",
-    "twilio_voice": "voice",
-    "email": "email",
-}
-DEFAULT_CHANNEL = "chat"
 _WAKE: Any = object()
 GOODBYE_INTENT = "goodbye"
 CUSTOMER_SLOT = "customer_id"
@@ -77,11 +67,6 @@ TRANSIENT_ERRORS = (
     sa_exc.DisconnectionError,
     sa_exc.TimeoutError,
 )
-
-
-def channel_for(input_channel: str | None) -> str:
-    """Map a Rasa input channel name to a store channel (unknown -> chat)."""
-    return CHANNEL_BY_INPUT.get((input_channel or "").lower(), DEFAULT_CHANNEL)
 
 
 def event_id_for(event: dict[str, Any]) -> str:
