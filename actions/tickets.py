@@ -27,6 +27,16 @@ def _text_ok(value: Any) -> bool:
     return isinstance(value, str) and len(value.strip()) >= MIN_DESCRIPTION
 
 
+def _free_text(
+    slot: str, value: Any, dispatcher: CollectingDispatcher
+) -> dict[str, Any]:
+    """Accept a description that says something, else ask for more detail."""
+    if _text_ok(value):
+        return {slot: value.strip()}
+    dispatcher.utter_message(response="utter_need_more_detail")
+    return {slot: None}
+
+
 class ValidateTicketForms(FormValidationAction):
     """Free-text answers must say something."""
 
@@ -40,10 +50,7 @@ class ValidateTicketForms(FormValidationAction):
         tracker: Tracker,
         domain: DomainDict,
     ) -> dict[str, Any]:
-        if _text_ok(slot_value):
-            return {"ticket_description": slot_value.strip()}
-        dispatcher.utter_message(response="utter_need_more_detail")
-        return {"ticket_description": None}
+        return _free_text("ticket_description", slot_value, dispatcher)
 
 
 class ValidateDamageForm(FormValidationAction):
@@ -59,10 +66,7 @@ class ValidateDamageForm(FormValidationAction):
         tracker: Tracker,
         domain: DomainDict,
     ) -> dict[str, Any]:
-        if _text_ok(slot_value):
-            return {"damage_description": slot_value.strip()}
-        dispatcher.utter_message(response="utter_need_more_detail")
-        return {"damage_description": None}
+        return _free_text("damage_description", slot_value, dispatcher)
 
 
 class ValidateTicketStatusForm(FormValidationAction):

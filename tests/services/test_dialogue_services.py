@@ -126,7 +126,7 @@ def recent_delivery(session: Session, *, books: bool) -> Order:
         window = returns.return_window_days(session, order=order)
         if (window == 14) == books:
             return order
-    pytest.skip("fixture has no such order")
+    pytest.fail(f"fixture has no recently delivered order (books={books}) to test with")
 
 
 @pytest.mark.parametrize("books", [True, False])
