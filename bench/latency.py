@@ -265,7 +265,6 @@ def start_servers(console: Console) -> tuple[dict[str, str], list[ServerProcess]
             ready_url=f"http://127.0.0.1:{action_port}/health",
         )
     )
-    credentials = PROJECT_ROOT / "credentials.yml"
     for name, overrides in (
         ("full", None),
         ("full_no_broker", {"event_broker": None}),
@@ -283,7 +282,6 @@ def start_servers(console: Console) -> tuple[dict[str, str], list[ServerProcess]
                     model=full_model,
                     endpoints=endpoints,
                     port=port,
-                    credentials=credentials if credentials.is_file() else None,
                 ),
                 env=env,
                 cwd=PROJECT_ROOT,

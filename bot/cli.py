@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
 
 from bot.cli_analytics import analytics_app
+from bot.cli_common import DB_OPTION, err, out
 from bot.store import default_url, engine_for, safe_url, session_factory
 
 app = typer.Typer(
@@ -29,15 +29,6 @@ app.add_typer(db_app, name="db")
 app.add_typer(customer_app, name="customer")
 app.add_typer(bench_app, name="bench")
 app.add_typer(analytics_app, name="analytics")
-out = Console()
-err = Console(stderr=True)
-
-DB_OPTION = typer.Option(
-    None,
-    "--database-url",
-    envvar="CRM_DATABASE_URL",
-    help="SQLAlchemy URL (default: SQLite file var/crm.db).",
-)
 
 
 @db_app.command("upgrade")

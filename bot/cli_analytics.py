@@ -7,22 +7,13 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn
 
+from bot.cli_common import DB_OPTION, err, out
 from bot.store import default_url, engine_for, session_factory
 
 analytics_app = typer.Typer(
     help="RFM, CLV, value tiers and churn risk.", no_args_is_help=True
-)
-out = Console()
-err = Console(stderr=True)
-
-DB_OPTION = typer.Option(
-    None,
-    "--database-url",
-    envvar="CRM_DATABASE_URL",
-    help="SQLAlchemy URL (default: SQLite file var/crm.db).",
 )
 AS_OF_OPTION = typer.Option(
     None,

@@ -23,6 +23,8 @@ import yaml
 
 from crm_store.settings import PROJECT_ROOT
 
+DEFAULT_CREDENTIALS = PROJECT_ROOT / "credentials.yml"
+
 DEFAULT_RASA_PORT = 5005
 DEFAULT_ACTION_PORT = 5055
 
@@ -78,7 +80,12 @@ def rasa_server_argv(
     enable_api: bool = False,
     interface: str = "127.0.0.1",
 ) -> list[str]:
-    """Command line of the guarded Rasa server (``python -m bot.rasa_server``)."""
+    """Command line of the guarded Rasa server (``python -m bot.rasa_server``).
+
+    ``credentials`` defaults to the project's ``credentials.yml``; it is passed
+    only when the file exists.
+    """
+    credentials = credentials or DEFAULT_CREDENTIALS
     argv = [
         sys.executable,
         "-m",
@@ -92,7 +99,7 @@ def rasa_server_argv(
         "--interface",
         interface,
     ]
-    if credentials is not None:
+    if credentials.is_file():
         argv += ["--credentials", str(credentials)]
     if cors:
         argv += ["--cors", cors]

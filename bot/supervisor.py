@@ -87,7 +87,6 @@ def runtime_processes(
     endpoints = write_runtime_endpoints(
         RUNTIME_DIR / "endpoints.yml", action_webhook=action_url(action_port)
     )
-    credentials = PROJECT_ROOT / "credentials.yml"
     env = process_env(database_url=url)
     return [
         ManagedProcess("action server", action_server_argv(port=action_port), env),
@@ -97,7 +96,6 @@ def runtime_processes(
                 model=model,
                 endpoints=endpoints,
                 port=rasa_port,
-                credentials=credentials if credentials.is_file() else None,
                 cors="*",
                 interface=os.environ.get("RASA_INTERFACE", "0.0.0.0"),
             ),

@@ -137,7 +137,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             }
         },
     )
-    credentials = PROJECT / "credentials.yml"
     identity_secret = secrets.token_hex(16)
     env = process_env(
         database_url=database_url,
@@ -158,7 +157,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             model=model,
             endpoints=endpoints,
             port=rasa_port,
-            credentials=credentials if credentials.is_file() else None,
         ),
         env=env,
         cwd=PROJECT,

@@ -13,7 +13,9 @@ from crm_store.models import metadata
 def test_upgrade_downgrade_upgrade(scratch, backend):
     engine = scratch.engine(backend, migrated=False)
     upgrade(engine)
-    assert {"customers", "interactions", "orders"} <= set(inspect(engine).get_table_names())
+    assert {"customers", "interactions", "orders"} <= set(
+        inspect(engine).get_table_names()
+    )
     downgrade(engine, "base")
     assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
     upgrade(engine)
