@@ -13,6 +13,9 @@
    normal action result carrying an apology and the offer of a human, so the
    customer hears back at once and the turn is logged by the broker like any
    other. Validation rejections (HTTP 400) keep Rasa's own handling.
+3. Less work per turn: keep-alive connections to the action server and a
+   response validator compiled once (``bot.action_calls``); the response
+   selector only runs for FAQ messages (``bot.response_selection``).
 """
 
 from __future__ import annotations
@@ -28,6 +31,9 @@ from typing import Any
 
 import aiohttp
 from rasa.utils.endpoints import ClientResponseError, EndpointConfig
+
+from bot.action_calls import PooledSession, install_cached_validation
+from bot.response_selection import install_intent_gated_selection
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +94,16 @@ class FallbackActionEndpoint(EndpointConfig):
         super().__init__(*args, **kwargs)
         self.action_timeout = action_timeout
         self._apologized: dict[str, float] = {}
+        auth = (
+            aiohttp.BasicAuth(self.basic_auth["username"], self.basic_auth["password"])
+            if self.basic_auth
+            else None
+        )
+        self.pool = PooledSession(self.headers, auth)
+
+    def session(self) -> Any:
+        """The pooled keep-alive session instead of a new one per call."""
+        return self.pool
 
     @classmethod
     def wrap(cls, config: EndpointConfig, action_timeout: float) -> Any:
@@ -152,6 +168,13 @@ class FallbackActionEndpoint(EndpointConfig):
         return {"events": events, "responses": [message]}
 
 
+def _close_pool(endpoint: FallbackActionEndpoint) -> Any:
+    async def close(_app: Any, _loop: Any) -> None:
+        await endpoint.pool.close()
+
+    return close
+
+
 def _after_start_check(expected: type | None) -> Any:
     async def check(app: Any, _loop: Any) -> None:
         if expected is None:
@@ -195,8 +218,14 @@ def main(argv: list[str] | None = None) -> int:
     """Check the broker, wrap the action endpoint and serve (blocks)."""
     args = parse_args(argv)
     from rasa.utils.common import configure_logging_and_warnings
+    from rasa.utils.log_utils import configure_structlog
 
-    configure_logging_and_warnings(logging.DEBUG if args.debug else logging.INFO)
+    level = logging.DEBUG if args.debug else logging.INFO
+    configure_logging_and_warnings(level)
+    # `rasa run` does this in its CLI entry point. Without it structlog prints
+    # every debug event (message texts, slot values: personal data) to stdout
+    # and costs several ms per turn.
+    configure_structlog(level)
     logging.getLogger(__name__).setLevel(logging.INFO)
     try:
         broker_class = check_event_broker(args.endpoints)
@@ -207,11 +236,15 @@ def main(argv: list[str] | None = None) -> int:
     import rasa.core.run
     from rasa.core.utils import AvailableEndpoints
 
+    install_cached_validation()
+    install_intent_gated_selection()
     endpoints = AvailableEndpoints.read_endpoints(args.endpoints)
+    listeners = [(_after_start_check(broker_class), "after_server_start")]
     if endpoints.action is not None:
         endpoints.action = FallbackActionEndpoint.wrap(
             endpoints.action, args.action_timeout
         )
+        listeners.append((_close_pool(endpoints.action), "after_server_stop"))
     rasa.core.run.serve_application(
         model_path=args.model,
         interface=args.interface,
@@ -221,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         cors=args.cors,
         enable_api=args.enable_api,
         endpoints=endpoints,
-        server_listeners=[(_after_start_check(broker_class), "after_server_start")],
+        server_listeners=listeners,
     )
     return 0
 

@@ -108,3 +108,19 @@ def test_unregistered_identity_is_not_verified(stack) -> None:
     reply = chat.say("list my orders")
     assert "verify" in reply
     chat.assert_history()
+
+
+def test_server_logs_hold_no_personal_data(stack) -> None:
+    """What a customer types (postcode, e-mail, free text) never reaches the logs."""
+    order = pick_order(stack, Order.status == "shipped", offset=9)
+    marker = "zq" + stack.identity_secret[:10]
+    chat = Chat(stack)
+    chat.say(f"where is my order {order.id}?")
+    chat.say(order.customer.postcode)
+    chat.say(f"my email is {marker}@example.org and my name is Ada {marker}")
+    chat.say("bye")
+    chat.assert_history()  # the broker wrote the turns, so the server has run them
+    for log in ("rasa.log", "actions.log"):
+        text = (stack.workdir / log).read_text(errors="replace")
+        assert marker not in text, f"{log} holds message text"
+        assert order.customer.postcode not in text, f"{log} holds a postcode"

@@ -1,0 +1,120 @@
+"""Cheaper action calls: same validation verdicts, one pooled connection."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from typing import Any
+
+import pytest
+from aiohttp import web
+from jsonschema import ValidationError, validate
+from rasa.core.actions.action import RemoteAction
+from rasa.utils.endpoints import EndpointConfig
+
+from bot.action_calls import _validate_action_result, install_cached_validation
+from bot.rasa_server import FALLBACK_MARK, FallbackActionEndpoint
+
+VALID: list[dict[str, Any]] = [
+    {"events": [], "responses": []},
+    {
+        "events": [
+            {"event": "slot", "name": "customer_id", "value": 7, "timestamp": None},
+            {"event": "active_loop", "name": None},
+            {"event": "followup", "name": "action_listen"},
+        ],
+        "responses": [{"response": "utter_greet_known", "name": "Ada"}],
+    },
+    {"responses": [{"text": "hi", "buttons": [{"title": "a", "payload": "b"}]}]},
+]
+INVALID: list[dict[str, Any]] = [
+    {"events": "not a list"},
+    {"events": [{"event": "slot"}]},  # slot event without a name
+    {"events": [{"event": "no_such_event"}]},
+    {"responses": "hello"},
+    {"events": [{"name": "customer_id"}]},  # no event type
+]
+
+
+@pytest.mark.parametrize("result", VALID)
+def test_cached_validation_accepts_what_rasa_accepts(result: dict[str, Any]) -> None:
+    validate(result, RemoteAction.action_response_format_spec())
+    assert _validate_action_result(None, copy.deepcopy(result)) is True
+
+
+@pytest.mark.parametrize("result", INVALID)
+def test_cached_validation_rejects_what_rasa_rejects(result: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError) as stock:
+        validate(result, RemoteAction.action_response_format_spec())
+    with pytest.raises(ValidationError) as ours:
+        _validate_action_result(None, copy.deepcopy(result))
+    assert ours.value.message.startswith(stock.value.message)
+    assert "Failed to validate Action server response" in ours.value.message
+
+
+def test_install_replaces_the_remote_action_check() -> None:
+    install_cached_validation()
+    action = RemoteAction("action_greet", EndpointConfig("http://127.0.0.1:1"))
+    assert action._validate_action_result({"events": [], "responses": []})
+    with pytest.raises(ValidationError):
+        action._validate_action_result({"events": "nope"})
+
+
+async def _serve(handler: Any) -> tuple[web.AppRunner, int]:
+    app = web.Application()
+    app.router.add_post("/webhook", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    return runner, port
+
+
+def test_action_calls_reuse_one_connection() -> None:
+    async def scenario() -> tuple[set[Any], list[Any]]:
+        peers: set[Any] = set()
+
+        async def handler(request: web.Request) -> web.Response:
+            peers.add(request.transport.get_extra_info("peername"))
+            body = await request.json()
+            return web.json_response({"events": [], "responses": [body["n"]]})
+
+        runner, port = await _serve(handler)
+        endpoint = FallbackActionEndpoint.wrap(
+            EndpointConfig(f"http://127.0.0.1:{port}/webhook"), action_timeout=5.0
+        )
+        try:
+            answers = [
+                (await endpoint.request(json={"n": {"text": str(i)}}))["responses"]
+                for i in range(6)
+            ]
+        finally:
+            await endpoint.pool.close()
+            await runner.cleanup()
+        return peers, answers
+
+    peers, answers = asyncio.run(scenario())
+    assert answers == [[{"text": str(i)}] for i in range(6)]
+    assert len(peers) == 1, f"expected one keep-alive connection, saw {peers}"
+
+
+def test_pooled_endpoint_still_answers_with_fallback_when_server_is_gone() -> None:
+    async def scenario() -> dict[str, Any]:
+        async def handler(request: web.Request) -> web.Response:
+            return web.json_response({"events": [], "responses": []})
+
+        runner, port = await _serve(handler)
+        endpoint = FallbackActionEndpoint.wrap(
+            EndpointConfig(f"http://127.0.0.1:{port}/webhook"), action_timeout=2.0
+        )
+        body = {"next_action": "action_greet", "sender_id": "s1"}
+        try:
+            await endpoint.request(json=body)  # opens the pooled connection
+            await runner.cleanup()  # the action server goes away
+            return await endpoint.request(json=body)
+        finally:
+            await endpoint.pool.close()
+
+    result = asyncio.run(scenario())
+    assert result["responses"][0]["fallback"] == FALLBACK_MARK
