@@ -531,6 +531,7 @@ class ContactHistoryBroker(EventBroker):
                 return
             except TRANSIENT_ERRORS as error:
                 self._failures += 1
+                self._drop_pooled_connections()
                 logger.warning(
                     "contact history: store unavailable (%s); retrying %d events "
                     "in %.1fs",
@@ -553,6 +554,16 @@ class ContactHistoryBroker(EventBroker):
                     return
             time.sleep(delay)
             delay = min(delay * 2, self.max_backoff)
+
+    def _drop_pooled_connections(self) -> None:
+        """Make the retry open fresh connections.
+
+        Pooled ones may point at a store that is gone: a closed PostgreSQL
+        backend, a SQLite file that was moved or restored.
+        """
+        bind = self._factory.kw.get("bind") if self._factory is not None else None
+        if bind is not None:
+            bind.dispose()
 
     def _write(self, batch: list[dict[str, Any]]) -> None:
         assert self._factory is not None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select
@@ -72,25 +73,38 @@ def append_interactions(session: Session, *, items: list[NewInteraction]) -> int
 
     Uses the database's native ``ON CONFLICT DO NOTHING`` on the unique
     ``event_id``, so concurrent writers and re-delivered events never duplicate
-    and never fail on each other.
+    and never fail on each other. The rows go as one executemany of a statement
+    that SQLAlchemy compiles once per process (a multi-row ``VALUES`` would be
+    recompiled for every batch size: ~0.5 ms per row in the broker's profile).
     """
     if not items:
         return 0
     rows = [item.validated_row() for item in items]
-    dialect = session.get_bind().dialect.name
-    insert = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}.get(dialect)
-    if insert is None:
-        raise InvalidInput(f"unsupported database dialect {dialect}")
-    table = Interaction.__table__
+    statement = _insert_ignoring_duplicates(session.get_bind().dialect.name)
     # The ORM attribute is ``meta``; the column is named ``metadata``.
     values = [
         {**{k: v for k, v in r.items() if k != "meta"}, "metadata": r["meta"]}
         for r in rows
     ]
-    result = session.execute(
-        insert(table).values(values).on_conflict_do_nothing(index_elements=["event_id"])
+    inserted = 0
+    for start in range(0, len(values), INSERT_PAGE_SIZE):
+        result = session.execute(statement, values[start : start + INSERT_PAGE_SIZE])
+        inserted += max(result.rowcount or 0, 0)
+    return inserted
+
+
+# One page per executemany keeps ``rowcount`` exact on every driver.
+INSERT_PAGE_SIZE = 500
+
+
+@cache
+def _insert_ignoring_duplicates(dialect: str) -> Any:
+    insert = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}.get(dialect)
+    if insert is None:
+        raise InvalidInput(f"unsupported database dialect {dialect}")
+    return insert(Interaction.__table__).on_conflict_do_nothing(
+        index_elements=["event_id"]
     )
-    return max(result.rowcount or 0, 0)
 
 
 def append_interaction(session: Session, *, item: NewInteraction) -> bool:

@@ -316,6 +316,9 @@ class Outage:
                     target = source.with_name(source.name + ".away")
                     shutil.move(source, target)
                     self.moved.append((target, source))
+            # Open connections keep the moved file's inode: sever them, as an
+            # unreachable store would.
+            self.engine.dispose()
             return
         admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT", future=True)
         name = self.url.database
