@@ -257,22 +257,70 @@ def test_idle_conversations_are_closed_as_abandoned(empty_engine: Engine) -> Non
 
 
 def test_publish_never_waits_for_the_database(empty_engine: Engine) -> None:
+    """Publishing returns while the store is unreachable; the backlog lands later."""
     broker = ContactHistoryBroker(
-        make_session_factory(empty_engine), flush_interval=0.5, batch_size=10_000
+        make_session_factory(empty_engine), flush_interval=0.02, max_backoff=0.2
     )
     broker.start()
     sender = new_sender()
+    outage = Outage(empty_engine)
     try:
-        started = time.perf_counter()
-        for index in range(1000):
-            broker.publish(user(sender, f"message {index}"))
-        elapsed = time.perf_counter() - started
-        assert elapsed < 0.1, f"publish took {elapsed:.3f}s for 1000 events"
-        assert rows_of(empty_engine, sender) == []  # still buffered
+        outage.begin()
+        try:
+            for index in range(1000):
+                broker.publish(user(sender, f"message {index}"))
+            assert not broker.wait_idle(0.3)  # the writer is stuck, publish was not
+        finally:
+            outage.end()
         assert broker.wait_idle(20)
     finally:
         broker.stop()
     assert len(rows_of(empty_engine, sender)) == 1000
+
+
+def test_writer_process_writes_and_flushes_on_close(empty_engine: Engine) -> None:
+    url = empty_engine.url.render_as_string(hide_password=False)
+    broker = ContactHistoryBroker(database_url=url, flush_interval=0.02)
+    assert broker.mode == "process"
+    broker.start()
+    sender = new_sender()
+    try:
+        broker.publish(user(sender, "hello from another process"))
+        broker.publish(bot(sender, "hi, how can I help?"))
+        assert broker.wait_idle(120), "the writer process wrote nothing"
+        assert broker.is_ready()
+        for index in range(20):
+            broker.publish(user(sender, f"then {index}"))
+    finally:
+        broker.stop()
+    texts = [r.text for r in rows_of(empty_engine, sender)]
+    assert texts[:2] == ["hello from another process", "hi, how can I help?"]
+    assert len(texts) == 22 and broker.written == 22
+    assert not broker.is_ready()
+
+
+def test_dead_writer_process_is_restarted(empty_engine: Engine) -> None:
+    url = empty_engine.url.render_as_string(hide_password=False)
+    broker = ContactHistoryBroker(database_url=url, flush_interval=0.02)
+    broker.start()
+    sender = new_sender()
+    try:
+        broker.publish(user(sender, "before"))
+        assert broker.wait_idle(120)
+        broker._process.kill()
+        broker._process.join(10)
+        assert not broker.is_ready()
+        broker.publish(user(sender, "after"))
+        assert broker.wait_idle(120), "no new writer took over"
+        assert broker.is_ready()
+    finally:
+        broker.stop()
+    assert [r.text for r in rows_of(empty_engine, sender)] == ["before", "after"]
+
+
+def test_unknown_writer_mode_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="writer must be one of process, thread"):
+        ContactHistoryBroker(database_url="sqlite://", writer="fork")
 
 
 def test_close_flushes_what_is_buffered(empty_engine: Engine) -> None:
