@@ -302,14 +302,38 @@ def start_servers(console: Console) -> tuple[dict[str, str], list[ServerProcess]
     return urls, servers, url
 
 
+def median_of_rounds(
+    per_round: list[dict[str, dict[str, dict[str, Any]]]],
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """Per config and level, the median of every figure over the rounds."""
+    merged: dict[str, dict[str, dict[str, Any]]] = {}
+    for name, levels in per_round[0].items():
+        merged[name] = {}
+        for level, first in levels.items():
+            merged[name][level] = {
+                key: statistics.median(r[name][level][key] for r in per_round)
+                for key in first
+            }
+            merged[name][level]["errors"] = sum(
+                r[name][level]["errors"] for r in per_round
+            )
+    return merged
+
+
 def run_latency_bench(
     *,
     messages: int = 500,
     concurrency: tuple[int, ...] = (1, 10, 50),
+    rounds: int = 1,
     console: Console,
     output: Path | None = None,
 ) -> dict[str, Any]:
-    """Run the benchmark, print a table and write JSON; return the results."""
+    """Run the benchmark, print a table and write JSON; return the results.
+
+    With ``rounds`` > 1 the whole sweep is repeated on the same servers and the
+    table shows the median of each figure over the rounds (all rounds are kept
+    in the JSON), which damps background load on a shared machine.
+    """
     convs = conversations(max(1, messages // 5))
     urls, servers, store_url = start_servers(console)
     results: dict[str, Any] = {
@@ -318,19 +342,27 @@ def run_latency_bench(
         "configs": {name: {} for name in urls},
     }
     run_id = uuid.uuid4().hex[:6]
+    per_round: list[dict[str, dict[str, dict[str, Any]]]] = []
     try:
         for name, url in urls.items():  # warm-up: first calls load lazy parts
             asyncio.run(drive(url, conversations(4), 2, f"warm-{run_id}-{name}"))
-        for level in concurrency:
-            for name, url in urls.items():
-                console.print(f"{name}: concurrency {level} ...")
-                tag = f"{run_id}-{name}-c{level}"
-                results["configs"][name][str(level)] = asyncio.run(
-                    drive(url, convs, level, tag)
-                )
+        for round_no in range(1, rounds + 1):
+            measured: dict[str, dict[str, Any]] = {name: {} for name in urls}
+            for level in concurrency:
+                for name, url in urls.items():
+                    console.print(
+                        f"round {round_no}/{rounds}: {name}, concurrency {level} ..."
+                    )
+                    tag = f"{run_id}-r{round_no}-{name}-c{level}"
+                    measured[name][str(level)] = asyncio.run(
+                        drive(url, convs, level, tag)
+                    )
+            per_round.append(measured)
     finally:
         for server in reversed(servers):
             server.stop()
+    results["rounds"] = per_round
+    results["configs"] = median_of_rounds(per_round)
     results["broker_micro"] = broker_micro(store_url)
     results["ratios_full_over_bare"] = {
         str(level): {
@@ -349,7 +381,11 @@ def run_latency_bench(
 
 
 def _print(results: dict[str, Any], levels: tuple[int, ...], console: Console) -> None:
-    table = Table(title=f"latency, {results['messages']} messages per run")
+    rounds = len(results.get("rounds", [])) or 1
+    title = f"latency, {results['messages']} messages per run"
+    if rounds > 1:
+        title += f", median of {rounds} rounds"
+    table = Table(title=title)
     for column in ("config", "conc.", "p50 ms", "p95 ms", "p99 ms", "msg/s", "err"):
         table.add_column(column, justify="right")
     for level in levels:

@@ -257,11 +257,19 @@ def bench_analytics(
 def bench_latency(
     messages: int = typer.Option(500, min=5, help="Messages per run."),
     concurrency: list[int] = typer.Option([1, 10, 50], help="Concurrency levels."),
+    rounds: int = typer.Option(
+        1, min=1, help="Repeat the sweep; report the median of each figure."
+    ),
 ) -> None:
     """Bot latency: bare `rasa run` vs the full stack, p50/p95/p99 and msgs/s."""
     from bench.latency import run_latency_bench
 
-    run_latency_bench(messages=messages, concurrency=tuple(concurrency), console=out)
+    run_latency_bench(
+        messages=messages,
+        concurrency=tuple(concurrency),
+        rounds=rounds,
+        console=out,
+    )
 
 
 @app.command()
