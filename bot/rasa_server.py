@@ -15,7 +15,8 @@
    other. Validation rejections (HTTP 400) keep Rasa's own handling.
 3. Less work per turn: keep-alive connections to the action server and a
    response validator compiled once (``bot.action_calls``); the response
-   selector only runs for FAQ messages (``bot.response_selection``).
+   selector only runs for FAQ messages (``bot.response_selection``); at most
+   ``CRM_MAX_CONCURRENT_TURNS`` turns run at once (``bot.turn_gate``).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from rasa.utils.endpoints import ClientResponseError, EndpointConfig
 
 from bot.action_calls import PooledSession, install_cached_validation
 from bot.response_selection import install_intent_gated_selection
+from bot.turn_gate import install_turn_gate
 
 logger = logging.getLogger(__name__)
 
@@ -236,6 +238,11 @@ def main(argv: list[str] | None = None) -> int:
     import rasa.core.run
     from rasa.core.utils import AvailableEndpoints
 
+    try:
+        install_turn_gate()
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        return 2
     install_cached_validation()
     install_intent_gated_selection()
     endpoints = AvailableEndpoints.read_endpoints(args.endpoints)
