@@ -186,6 +186,7 @@ def _parse(
     known_orders: set[str],
 ) -> _Parsed:
     parsed = _Parsed()
+
     def s(t):
         return t + shift if t is not None else None
 
