@@ -5,14 +5,16 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import QueuePool
 
+from crm_store.services.errors import InvalidInput
 from crm_store.settings import StoreSettings
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -63,6 +65,19 @@ def _configure_sqlite(dbapi_connection, _record) -> None:  # noqa: ANN001
 def make_session_factory(engine: Engine) -> sessionmaker:
     """Return a 2.0-style session factory bound to ``engine``."""
     return sessionmaker(bind=engine, future=True, expire_on_commit=False)
+
+
+def dialect_insert(session: Session) -> Any:
+    """The session's dialect ``insert`` construct (it has ``on_conflict_do_nothing``).
+
+    Raises:
+        InvalidInput: the database is neither PostgreSQL nor SQLite.
+    """
+    dialect = session.get_bind().dialect.name
+    insert = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}.get(dialect)
+    if insert is None:
+        raise InvalidInput(f"unsupported database dialect {dialect}")
+    return insert
 
 
 def is_sqlite(session_or_engine: Session | Engine) -> bool:

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from crm_store.db import dialect_insert
 from crm_store.models import (
     CHANNELS,
     ORDER_STATUSES,
@@ -440,8 +440,7 @@ def seed_directory(
         raise SeedValidationError(parsed.errors)
 
     report = SeedReport(dataset=name, shift=delta)
-    dialect = session.get_bind().dialect.name
-    insert = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}[dialect]
+    insert = dialect_insert(session)
     for table_name, rows in parsed.rows.items():
         table = _TABLES[table_name].__table__
         inserted = 0

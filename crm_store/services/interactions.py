@@ -9,9 +9,9 @@ from functools import cache
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from crm_store.db import dialect_insert
 from crm_store.models import AUTHORS, CHANNELS, DIRECTIONS, Interaction, utcnow
 from crm_store.services.errors import InvalidInput
 
@@ -68,6 +68,10 @@ class NewInteraction:
         }
 
 
+# One page per executemany keeps ``rowcount`` exact on every driver.
+INSERT_PAGE_SIZE = 500
+
+
 def append_interactions(session: Session, *, items: list[NewInteraction]) -> int:
     """Insert interactions, skipping event ids already stored; return rows inserted.
 
@@ -80,7 +84,7 @@ def append_interactions(session: Session, *, items: list[NewInteraction]) -> int
     if not items:
         return 0
     rows = [item.validated_row() for item in items]
-    statement = _insert_ignoring_duplicates(session.get_bind().dialect.name)
+    statement = _insert_ignoring_duplicates(dialect_insert(session))
     # The ORM attribute is ``meta``; the column is named ``metadata``.
     values = [
         {**{k: v for k, v in r.items() if k != "meta"}, "metadata": r["meta"]}
@@ -93,15 +97,8 @@ def append_interactions(session: Session, *, items: list[NewInteraction]) -> int
     return inserted
 
 
-# One page per executemany keeps ``rowcount`` exact on every driver.
-INSERT_PAGE_SIZE = 500
-
-
 @cache
-def _insert_ignoring_duplicates(dialect: str) -> Any:
-    insert = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}.get(dialect)
-    if insert is None:
-        raise InvalidInput(f"unsupported database dialect {dialect}")
+def _insert_ignoring_duplicates(insert: Any) -> Any:
     return insert(Interaction.__table__).on_conflict_do_nothing(
         index_elements=["event_id"]
     )
