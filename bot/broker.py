@@ -9,8 +9,12 @@ Configured in ``endpoints.yml``::
       inactivity_timeout_minutes: 30  # optional
       writer: process               # optional: process (default) or thread
 
-``publish`` only puts the event on a queue, so the Rasa event loop is never
-blocked by the database. The writer (``bot.history_writer``) takes batches off
+``publish`` only buffers the event, so the Rasa event loop is never blocked by
+the database. Events the writer does not use (actions, featurization, loops)
+are dropped at once; the rest of a turn goes onto the queue as one list, handed
+over when the publishing coroutine yields (one queue put per turn, not per
+event: each put wakes the queue's feeder thread, which then competes with
+Rasa's own work for the GIL). The writer (``bot.history_writer``) takes batches off
 the queue and writes them through the store services, one transaction per
 batch; when the database is unavailable it keeps the batch and retries with
 backoff, so nothing is lost. ``close`` (called by Rasa on shutdown) flushes what
@@ -48,6 +52,7 @@ from bot.history_writer import (
     WriterSettings,
     WriterSignals,
     event_id_for,
+    is_recorded,
     serve,
 )
 
@@ -116,7 +121,8 @@ class ContactHistoryBroker(EventBroker):
         self._writer: HistoryWriter | None = None
         self._thread: threading.Thread | None = None
         self._process: Any = None
-        self._published = 0
+        self._published = 0  # events put on the queue
+        self._pending: list[dict[str, Any]] = []  # waiting for this turn to yield
 
     @classmethod
     async def from_endpoint_config(
@@ -193,11 +199,30 @@ class ContactHistoryBroker(EventBroker):
         self._process.start()
 
     def publish(self, event: dict[str, Any]) -> None:
-        """Queue an event for the writer; never blocks."""
+        """Buffer an event for the writer; never blocks.
+
+        Inside an event loop the turn's events are queued together once the
+        publishing coroutine yields; without a running loop at once.
+        """
+        if not is_recorded(event):
+            return
+        self._pending.append(event)
+        if len(self._pending) > 1:
+            return  # a hand-over is already due
+        try:
+            asyncio.get_running_loop().call_soon(self.flush_pending)
+        except RuntimeError:  # no running loop in this thread
+            self.flush_pending()
+
+    def flush_pending(self) -> None:
+        """Put the buffered events on the writer's queue as one item."""
+        if not self._pending:
+            return
+        events, self._pending = self._pending, []
         if self._process is not None:
             self._restart_if_dead()  # a waitpid(WNOHANG): microseconds
-        self._published += 1
-        self.signals.queue.put(event)
+        self._published += len(events)
+        self.signals.queue.put(events)
 
     def _restart_if_dead(self) -> None:
         """Start a new writer process on a fresh queue if the current one died.
@@ -230,6 +255,7 @@ class ContactHistoryBroker(EventBroker):
 
     def wait_idle(self, timeout: float = 10.0) -> bool:
         """Block until every published event has been handled (tests, tools)."""
+        self.flush_pending()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.signals.handled.value >= self._published:
@@ -241,10 +267,12 @@ class ContactHistoryBroker(EventBroker):
 
     async def close(self) -> None:
         """Flush what is queued and stop the writer (Rasa calls this on shutdown)."""
+        self.flush_pending()
         await asyncio.to_thread(self.stop)
 
     def stop(self) -> None:
         """Synchronous ``close``: flush, then stop the writer."""
+        self.flush_pending()
         self.signals.stop.set()
         self.signals.queue.put(WAKE)
         limit = self.settings.close_timeout + 5

@@ -49,6 +49,7 @@ GOODBYE_INTENT = "goodbye"
 CUSTOMER_SLOT = "customer_id"
 ESCALATED_SLOT = "escalated"
 TRACKED_SLOTS = (CUSTOMER_SLOT, ESCALATED_SLOT)
+MESSAGE_EVENTS = ("user", "bot")
 TRANSIENT_ERRORS = (
     sa_exc.OperationalError,
     sa_exc.InterfaceError,
@@ -74,6 +75,18 @@ def event_id_for(event: dict[str, Any]) -> str:
         ]
     )
     return f"{event.get('event')}-{hashlib.sha256(raw.encode()).hexdigest()[:40]}"
+
+
+def is_recorded(event: dict[str, Any]) -> bool:
+    """True for the events the recorder uses: messages and the tracked slots.
+
+    The broker drops the others (actions, featurization, session and loop
+    events) before queueing, so they cost no pickling and no writer time.
+    """
+    kind = event.get("event")
+    if kind == "slot":
+        return event.get("name") in TRACKED_SLOTS
+    return kind in MESSAGE_EVENTS
 
 
 def occurred_at(event: dict[str, Any]) -> dt.datetime:
@@ -172,7 +185,7 @@ class HistoryRecorder:
         for event in events:
             sender = event.get("sender_id")
             kind = event.get("event")
-            if not sender or kind not in ("user", "bot", "slot"):
+            if not sender or not is_recorded(event):
                 continue
             at = occurred_at(event)
             state = state_of(sender)
@@ -195,7 +208,7 @@ class HistoryRecorder:
                 pending[sender] = state
                 self._touch(session, state, at)
                 self._add(rows, event, state, "out", "bot", {}, at)
-            elif kind == "slot" and event.get("name") in TRACKED_SLOTS:
+            else:  # a tracked slot
                 if state is None:
                     latest = latest_conversation(session, sender_id=sender)
                     if latest is None:
@@ -454,8 +467,9 @@ class HistoryWriter:
     def _gather(self) -> list[dict[str, Any]]:
         """Wait for events, then collect for ``flush_interval`` or ``batch_size``.
 
-        ``stop`` puts a wake-up marker on the queue so that a long flush
-        interval never delays shutdown.
+        A queue item is one event or a list of them (the broker queues each
+        turn's events as one list). ``stop`` puts a wake-up marker on the queue
+        so that a long flush interval never delays shutdown.
         """
         batch: list[dict[str, Any]] = []
         stopping = self.signals.stop.is_set()
@@ -475,7 +489,10 @@ class HistoryWriter:
                 break
             if isinstance(item, str):  # WAKE
                 continue
-            batch.append(item)
+            if isinstance(item, list):
+                batch.extend(item)
+            else:
+                batch.append(item)
         return batch
 
     def _write_with_retry(self, batch: list[dict[str, Any]]) -> None:

@@ -16,7 +16,9 @@
 3. Less work per turn: keep-alive connections to the action server and a
    response validator compiled once (``bot.action_calls``); the response
    selector only runs for FAQ messages (``bot.response_selection``); at most
-   ``CRM_MAX_CONCURRENT_TURNS`` turns run at once (``bot.turn_gate``).
+   ``CRM_MAX_CONCURRENT_TURNS`` turns run at once (``bot.turn_gate``); a
+   turn's new events reach the broker without re-reading the tracker
+   (``bot.event_streaming``).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import aiohttp
 from rasa.utils.endpoints import ClientResponseError, EndpointConfig
 
 from bot.action_calls import PooledSession, install_cached_validation
+from bot.event_streaming import install_counted_streaming
 from bot.response_selection import install_intent_gated_selection
 from bot.turn_gate import install_turn_gate
 
@@ -245,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     install_cached_validation()
     install_intent_gated_selection()
+    install_counted_streaming()
     endpoints = AvailableEndpoints.read_endpoints(args.endpoints)
     listeners = [(_after_start_check(broker_class), "after_server_start")]
     if endpoints.action is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import shutil
 import time
@@ -345,6 +346,39 @@ async def test_async_close_flushes(empty_engine: Engine) -> None:
     broker.publish(user(sender, "hello"))
     await broker.close()
     assert [r.text for r in rows_of(empty_engine, sender)] == ["hello"]
+
+
+async def test_a_turns_events_are_queued_as_one_item() -> None:
+    """Within a coroutine, the recorded events of a turn reach the queue together."""
+    broker = ContactHistoryBroker(database_url="sqlite://", writer="thread")
+    sender = new_sender()  # the writer is not started: the queue keeps what came
+    turn = [
+        {"sender_id": sender, "event": "action", "name": "action_listen"},
+        user(sender, "hi"),
+        {"sender_id": sender, "event": "user_featurization", "use_text": True},
+        slot(sender, "requested_slot", "postcode"),
+        slot(sender, "customer_id", "C1"),
+        bot(sender, "Hello!"),
+    ]
+    for event in turn:
+        broker.publish(event)
+    assert broker.signals.queue.empty()  # handed over only when the turn yields
+    await asyncio.sleep(0)
+    item = broker.signals.queue.get_nowait()
+    assert item == [turn[1], turn[4], turn[5]]  # messages and tracked slots only
+    assert broker.signals.queue.empty()
+
+
+async def test_close_right_after_publish_loses_nothing(empty_engine: Engine) -> None:
+    broker = ContactHistoryBroker(
+        make_session_factory(empty_engine), flush_interval=30, batch_size=10_000
+    )
+    broker.start()
+    sender = new_sender()
+    broker.publish(user(sender, "hello"))
+    broker.publish(bot(sender, "hi!"))
+    await broker.close()  # no yield between publish and close
+    assert [r.text for r in rows_of(empty_engine, sender)] == ["hello", "hi!"]
 
 
 class Outage:
