@@ -18,7 +18,8 @@
    selector only runs for FAQ messages (``bot.response_selection``); at most
    ``CRM_MAX_CONCURRENT_TURNS`` turns run at once (``bot.turn_gate``); a
    turn's new events reach the broker without re-reading the tracker
-   (``bot.event_streaming``).
+   (``bot.event_streaming``); TEDPolicy predictions are remembered per
+   dialogue state (``bot.policy_cache``, ``CRM_POLICY_CACHE_SIZE``).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from rasa.utils.endpoints import ClientResponseError, EndpointConfig
 
 from bot.action_calls import PooledSession, install_cached_validation
 from bot.event_streaming import install_counted_streaming
+from bot.policy_cache import install_policy_cache
 from bot.response_selection import install_intent_gated_selection
 from bot.turn_gate import install_turn_gate
 
@@ -243,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         install_turn_gate()
+        install_policy_cache()
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr, flush=True)
         return 2

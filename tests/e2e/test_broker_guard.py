@@ -17,7 +17,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def start_rasa(
-    tmp_path: Path, broker_type: str, model: Path, timeout: float
+    tmp_path: Path,
+    broker_type: str,
+    model: Path,
+    timeout: float,
+    extra_env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess:
     endpoints = tmp_path / "endpoints.yml"
     endpoints.write_text(
@@ -39,7 +43,9 @@ def start_rasa(
         "--port",
         str(free_port()),
     ]
-    env = process_env(database_url=f"sqlite:///{tmp_path / 'crm.db'}")
+    env = process_env(
+        database_url=f"sqlite:///{tmp_path / 'crm.db'}", extra=extra_env or {}
+    )
     return subprocess.run(
         argv,
         cwd=ROOT,
@@ -65,6 +71,25 @@ def test_unloadable_broker_stops_the_server_before_start(
     assert result.returncode == BROKER_GUARD_EXIT, result.stderr[-2000:]
     assert message in result.stderr
     assert broker_type in result.stderr
+    assert "Rasa server is up and running" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("CRM_MAX_CONCURRENT_TURNS", "eight"), ("CRM_POLICY_CACHE_SIZE", "-5")],
+)
+def test_bad_tuning_settings_stop_the_server_with_a_clear_error(
+    tmp_path: Path, variable: str, value: str
+) -> None:
+    result = start_rasa(
+        tmp_path,
+        "bot.broker.ContactHistoryBroker",
+        tmp_path / "no-model.tar.gz",
+        120,
+        {variable: value},
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert f"{variable} must be" in result.stderr
     assert "Rasa server is up and running" not in result.stdout + result.stderr
 
 
