@@ -6,7 +6,11 @@ each concurrency level (interleaved, so background load hits all alike):
 - ``bare``: ``rasa run`` on the trivial ``rasa init`` bot (no actions, no broker);
 - ``full``: our stack as ``crm run`` starts it: our model, the action server on a
   seeded SQLite store, the guarded Rasa server with the contact-history broker;
-- ``full_no_broker``: the same without the event broker, to attribute its cost.
+- ``full_no_broker``: the same without the event broker, to attribute its cost;
+- ``full_no_cache``: ``full`` without the TEDPolicy prediction cache
+  (``CRM_POLICY_CACHE_SIZE=0``). The bench's conversations repeat a few dialogue
+  paths, so the cache hits far more often here than on real traffic: this row
+  shows what our stack costs on top of Rasa's own work when the cache never hits.
 
 The 500 messages form 100 conversations of five turns (greeting, question,
 reaction, "are you a bot?", goodbye); at concurrency c, c conversations run at
@@ -265,9 +269,10 @@ def start_servers(console: Console) -> tuple[dict[str, str], list[ServerProcess]
             ready_url=f"http://127.0.0.1:{action_port}/health",
         )
     )
-    for name, overrides in (
-        ("full", None),
-        ("full_no_broker", {"event_broker": None}),
+    for name, overrides, extra in (
+        ("full", None, {}),
+        ("full_no_broker", {"event_broker": None}, {}),
+        ("full_no_cache", None, {"CRM_POLICY_CACHE_SIZE": "0"}),
     ):
         port = free_port()
         endpoints = write_runtime_endpoints(
@@ -283,7 +288,7 @@ def start_servers(console: Console) -> tuple[dict[str, str], list[ServerProcess]
                     endpoints=endpoints,
                     port=port,
                 ),
-                env=env,
+                env={**env, **extra},
                 cwd=PROJECT_ROOT,
                 log_path=logs / f"{name}.log",
                 ready_url=f"http://127.0.0.1:{port}/",
@@ -372,6 +377,14 @@ def run_latency_bench(
         }
         for level in concurrency
     }
+    results["ratios_no_cache_over_bare"] = {
+        str(level): {
+            key: results["configs"]["full_no_cache"][str(level)][key]
+            / results["configs"]["bare"][str(level)][key]
+            for key in ("p50_ms", "p95_ms", "p99_ms", "msgs_per_s")
+        }
+        for level in concurrency
+    }
     _print(results, concurrency, console)
     output = output or RESULTS_DIR / "latency.json"
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -400,16 +413,20 @@ def _print(results: dict[str, Any], levels: tuple[int, ...], console: Console) -
                 f"{row['msgs_per_s']:.1f}",
                 str(row["errors"]),
             )
-        ratio = results["ratios_full_over_bare"][str(level)]
-        table.add_row(
-            "full/bare",
-            str(level),
-            f"{ratio['p50_ms']:.2f}x",
-            f"{ratio['p95_ms']:.2f}x",
-            f"{ratio['p99_ms']:.2f}x",
-            f"{ratio['msgs_per_s']:.2f}x",
-            "",
-        )
+        for label, key in (
+            ("full/bare", "ratios_full_over_bare"),
+            ("no_cache/bare", "ratios_no_cache_over_bare"),
+        ):
+            ratio = results[key][str(level)]
+            table.add_row(
+                label,
+                str(level),
+                f"{ratio['p50_ms']:.2f}x",
+                f"{ratio['p95_ms']:.2f}x",
+                f"{ratio['p99_ms']:.2f}x",
+                f"{ratio['msgs_per_s']:.2f}x",
+                "",
+            )
     console.print(table)
     micro = results["broker_micro"]
     console.print(
