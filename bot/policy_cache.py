@@ -15,17 +15,22 @@ keeps the result (least recently used entries are evicted). With end-to-end text
 features the cache stays out of the way. The size comes from
 ``CRM_POLICY_CACHE_SIZE`` (default 4096 state sequences; 0 disables the cache).
 Install it before the model is loaded: Rasa's graph looks the method up then.
+Every 5,000 predictions the server logs the cache's fill and hit rate.
 """
 
 from __future__ import annotations
 
 import copy
 import functools
+import logging
 import os
 from collections import OrderedDict
 from typing import Any
 
 DEFAULT_SIZE = 4096
+REPORT_EVERY = 5000  # predictions between two hit-rate log lines
+
+logger = logging.getLogger(__name__)
 
 
 def size_from_env() -> int:
@@ -80,6 +85,19 @@ class PredictionCache:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    def report_due(self) -> bool:
+        """True once every ``REPORT_EVERY`` lookups."""
+        return (self.hits + self.misses) % REPORT_EVERY == 0
+
+    def summary(self) -> str:
+        """Entries and hit rate, for the log (no dialogue content)."""
+        lookups = self.hits + self.misses
+        rate = self.hits / lookups if lookups else 0.0
+        return (
+            f"TED prediction cache: {len(self)}/{self.size} entries, "
+            f"{rate:.1%} hits over {lookups} predictions"
+        )
 
 
 def copy_of(prediction: Any) -> Any:
@@ -147,6 +165,8 @@ def install_policy_cache(size: int | None = None) -> int:
                 self, tracker, domain, rule_only_data=rule_only_data, **kwargs
             )
             cache.put(key, found)
+        if cache.report_due():
+            logger.info(cache.summary())
         return copy_of(found)
 
     predict_action_probabilities.__wrapped_stock__ = stock  # type: ignore[attr-defined]

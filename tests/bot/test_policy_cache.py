@@ -25,6 +25,9 @@ def test_least_recently_used_entries_go_first() -> None:
     assert cache.get("b") is None
     assert (cache.get("a"), cache.get("c"), len(cache)) == (1, 3, 2)
     assert (cache.hits, cache.misses) == (3, 1)
+    assert cache.summary() == (
+        "TED prediction cache: 2/2 entries, 75.0% hits over 4 predictions"
+    )
 
 
 @pytest.mark.parametrize(("raw", "size"), [("0", 0), (" 128 ", 128)])
