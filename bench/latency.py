@@ -325,6 +325,20 @@ def median_of_rounds(
     return merged
 
 
+def ratios_over_bare(
+    results: dict[str, Any], name: str, levels: tuple[int, ...]
+) -> dict[str, dict[str, float]]:
+    """Per level, each latency figure and throughput of ``name`` over bare's."""
+    configs = results["configs"]
+    return {
+        str(level): {
+            key: configs[name][str(level)][key] / configs["bare"][str(level)][key]
+            for key in ("p50_ms", "p95_ms", "p99_ms", "msgs_per_s")
+        }
+        for level in levels
+    }
+
+
 def run_latency_bench(
     *,
     messages: int = 500,
@@ -369,22 +383,10 @@ def run_latency_bench(
     results["rounds"] = per_round
     results["configs"] = median_of_rounds(per_round)
     results["broker_micro"] = broker_micro(store_url)
-    results["ratios_full_over_bare"] = {
-        str(level): {
-            key: results["configs"]["full"][str(level)][key]
-            / results["configs"]["bare"][str(level)][key]
-            for key in ("p50_ms", "p95_ms", "p99_ms", "msgs_per_s")
-        }
-        for level in concurrency
-    }
-    results["ratios_no_cache_over_bare"] = {
-        str(level): {
-            key: results["configs"]["full_no_cache"][str(level)][key]
-            / results["configs"]["bare"][str(level)][key]
-            for key in ("p50_ms", "p95_ms", "p99_ms", "msgs_per_s")
-        }
-        for level in concurrency
-    }
+    results["ratios_full_over_bare"] = ratios_over_bare(results, "full", concurrency)
+    results["ratios_no_cache_over_bare"] = ratios_over_bare(
+        results, "full_no_cache", concurrency
+    )
     _print(results, concurrency, console)
     output = output or RESULTS_DIR / "latency.json"
     output.parent.mkdir(parents=True, exist_ok=True)

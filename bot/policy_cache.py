@@ -23,9 +23,10 @@ from __future__ import annotations
 import copy
 import functools
 import logging
-import os
 from collections import OrderedDict
 from typing import Any
+
+from bot.env_settings import non_negative_int
 
 DEFAULT_SIZE = 4096
 REPORT_EVERY = 5000  # predictions between two hit-rate log lines
@@ -35,16 +36,7 @@ logger = logging.getLogger(__name__)
 
 def size_from_env() -> int:
     """``CRM_POLICY_CACHE_SIZE`` as a non-negative int (clear error otherwise)."""
-    raw = os.environ.get("CRM_POLICY_CACHE_SIZE", str(DEFAULT_SIZE)).strip()
-    try:
-        size = int(raw)
-    except ValueError:
-        raise ValueError(
-            f"CRM_POLICY_CACHE_SIZE must be a whole number >= 0, not {raw!r}"
-        ) from None
-    if size < 0:
-        raise ValueError(f"CRM_POLICY_CACHE_SIZE must be >= 0, not {size}")
-    return size
+    return non_negative_int("CRM_POLICY_CACHE_SIZE", DEFAULT_SIZE)
 
 
 def freeze(value: Any) -> Any:

@@ -19,24 +19,16 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import os
 from typing import Any
+
+from bot.env_settings import non_negative_int
 
 DEFAULT_LIMIT = 8
 
 
 def limit_from_env() -> int:
     """``CRM_MAX_CONCURRENT_TURNS`` as a non-negative int (clear error otherwise)."""
-    raw = os.environ.get("CRM_MAX_CONCURRENT_TURNS", str(DEFAULT_LIMIT)).strip()
-    try:
-        limit = int(raw)
-    except ValueError:
-        raise ValueError(
-            f"CRM_MAX_CONCURRENT_TURNS must be a whole number >= 0, not {raw!r}"
-        ) from None
-    if limit < 0:
-        raise ValueError(f"CRM_MAX_CONCURRENT_TURNS must be >= 0, not {limit}")
-    return limit
+    return non_negative_int("CRM_MAX_CONCURRENT_TURNS", DEFAULT_LIMIT)
 
 
 def gate_method(owner: type, name: str, limit: int) -> None:
