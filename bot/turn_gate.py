@@ -9,26 +9,42 @@ so ``install_turn_gate`` lets at most ``limit`` turns run inside
 ``MessageProcessor.handle_message`` (after Rasa's per-conversation lock); later
 ones wait on an ``asyncio.Semaphore`` without using CPU.
 
-The limit comes from ``CRM_MAX_CONCURRENT_TURNS`` (default 8; 0 disables the
-gate). Keep it above the number of custom actions that may be slow at the same
-time: a turn waiting on a slow action (up to ``CRM_ACTION_TIMEOUT``) holds its
-place.
+The limit comes from ``CRM_MAX_CONCURRENT_TURNS`` (default: two per CPU core
+this process may use, at least 2; 0 disables the gate). On 2 cores, 4 gave the
+best tails at concurrency 10 (docs/benchmarks.md); 2 cost median latency, 8
+interleaved too much. Keep it above the number of custom actions that may be
+slow at the same time: a turn waiting on a slow action (up to
+``CRM_ACTION_TIMEOUT``) holds its place.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import os
 from typing import Any
 
 from bot.env_settings import non_negative_int
 
-DEFAULT_LIMIT = 8
+TURNS_PER_CORE = 2
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity, not the host's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def default_limit() -> int:
+    """Two turns in flight per usable core, at least 2."""
+    return max(2, TURNS_PER_CORE * usable_cores())
 
 
 def limit_from_env() -> int:
     """``CRM_MAX_CONCURRENT_TURNS`` as a non-negative int (clear error otherwise)."""
-    return non_negative_int("CRM_MAX_CONCURRENT_TURNS", DEFAULT_LIMIT)
+    return non_negative_int("CRM_MAX_CONCURRENT_TURNS", default_limit())
 
 
 def gate_method(owner: type, name: str, limit: int) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 
 import pytest
 
@@ -68,7 +69,7 @@ def test_regating_replaces_the_limit_instead_of_stacking() -> None:
 
 
 @pytest.mark.parametrize(
-    ("raw", "expected"), [("", None), ("4", 4), (" 0 ", 0), (None, 8)]
+    ("raw", "expected"), [("", None), ("4", 4), (" 0 ", 0), (None, "default")]
 )
 def test_limit_from_env(monkeypatch, raw, expected) -> None:
     if raw is None:
@@ -78,6 +79,8 @@ def test_limit_from_env(monkeypatch, raw, expected) -> None:
     if expected is None:
         with pytest.raises(ValueError, match="whole number"):
             limit_from_env()
+    elif expected == "default":
+        assert limit_from_env() == max(2, 2 * len(os.sched_getaffinity(0)))
     else:
         assert limit_from_env() == expected
 
