@@ -48,11 +48,11 @@ def new_events_of(tracker: Any) -> list[Any] | None:
 def install_counted_streaming() -> None:
     """Patch Rasa's ``TrackerStore`` in this process (idempotent)."""
     from rasa.core.tracker_store import TrackerStore
-    from rasa.shared.core.trackers import TrackerEventDiffEngine
 
     if getattr(TrackerStore.stream_events, "__counted__", False):
         return
     stock_get_or_create = TrackerStore.get_or_create_tracker
+    stock_stream_events = TrackerStore.stream_events
 
     @functools.wraps(stock_get_or_create)
     async def get_or_create_tracker(self: Any, *args: Any, **kwargs: Any) -> Any:
@@ -62,13 +62,13 @@ def install_counted_streaming() -> None:
 
     async def stream_events(self: Any, tracker: Any) -> None:
         """Publish the tracker's events that are not in the store yet."""
-        if self.event_broker is None:
-            return None
         new_events = new_events_of(tracker)
         if new_events is None:  # Rasa's way: diff against the stored tracker
-            old_tracker = await self.retrieve(tracker.sender_id)
-            new_events = TrackerEventDiffEngine.event_difference(old_tracker, tracker)
-        await self._stream_new_events(self.event_broker, new_events, tracker.sender_id)
+            await stock_stream_events(self, tracker)
+        elif self.event_broker is not None:
+            await self._stream_new_events(
+                self.event_broker, new_events, tracker.sender_id
+            )
         mark_stored(tracker)
 
     stream_events.__counted__ = True  # type: ignore[attr-defined]
