@@ -19,8 +19,12 @@ run: setup ## start everything on the embedded default (SQLite) with demo data
 test: setup ## run the whole test suite (SQLite and PostgreSQL)
 	@$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-lint: setup
-	@$(BIN)/ruff check crm_store bot bench tests
+PACKAGES := actions bench bot channels cli console contact_history crm_settings \
+	crm_store runtime tests
+
+lint: setup ## ruff check and ruff format --check over every package
+	@$(BIN)/ruff check $(PACKAGES)
+	@$(BIN)/ruff format --check $(PACKAGES)
 
 bench: setup ## store benchmark at the documented size (see docs/benchmarks.md)
 	@$(BIN)/crm bench store

@@ -10,15 +10,15 @@ from rasa_sdk.events import EventType, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 
-from actions.common import is_verified, reset_task
-from actions.store import transaction
+from actions.common import reset_task, task_done, verified_task
+from actions.store import in_store
+from crm_store.errors import InvalidInput
 from crm_store.services.contact_details import (
     IdentityInUse,
     StepUpRequired,
     change_requires_step_up,
     update_contact_detail,
 )
-from crm_store.services.errors import InvalidInput
 from crm_store.services.normalize import mask, normalize_identity
 
 EMAIL_RE = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
@@ -105,14 +105,13 @@ class ActionUpdateContact(Action):
     def name(self) -> str:  # noqa: D102
         return "action_update_contact"
 
+    @verified_task("contact_field", "contact_value")
     async def run(  # noqa: D102
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
     ) -> list[EventType]:
         field = tracker.get_slot("contact_field")
         value = tracker.get_slot("contact_value")
         method = tracker.get_slot("verification_method")
-        if not is_verified(tracker) or not field or not value:
-            return reset_task()
         if change_requires_step_up(verification_method=method, field=field):
             dispatcher.utter_message(response="utter_contact_step_up")
             return [
@@ -121,15 +120,14 @@ class ActionUpdateContact(Action):
                 SlotSet("handoff_reason", "step_up_required"),
             ]
         try:
-            with transaction() as session:
-                update_contact_detail(
-                    session,
-                    customer_id=tracker.get_slot("customer_id"),
-                    field=field,
-                    value=value,
-                    actor=f"bot:{tracker.sender_id}"[:64],
-                    verification_method=method,
-                )
+            await in_store(
+                update_contact_detail,
+                customer_id=tracker.get_slot("customer_id"),
+                field=field,
+                value=value,
+                actor=f"bot:{tracker.sender_id}"[:64],
+                verification_method=method,
+            )
         except StepUpRequired:
             dispatcher.utter_message(response="utter_contact_step_up")
             return reset_task()
@@ -143,5 +141,4 @@ class ActionUpdateContact(Action):
         dispatcher.utter_message(
             response="utter_contact_updated", field=label, value=mask(field, value)
         )
-        dispatcher.utter_message(response="utter_anything_else")
-        return reset_task(resolved=True)
+        return task_done(dispatcher)

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from rasa_sdk import Tracker
 from rasa_sdk.events import EventType, SlotSet
+from rasa_sdk.executor import CollectingDispatcher
+from rasa_sdk.types import DomainDict
 
-from actions.store import transaction
-from bot.channel_names import channel_for
-from bot.identity_assertion import secret_from_env, verified_identity
-from crm_store.services.errors import InvalidInput
+from actions.store import in_store
+from channels.identity_assertion import verified_identity
+from channels.names import channel_for
+from crm_settings import get_settings
+from crm_store.analytics.treatment import treatment_for_customer
+from crm_store.errors import InvalidInput
 from crm_store.services.identities import find_customer_by_identity
 
 logger = logging.getLogger(__name__)
@@ -45,7 +51,18 @@ def is_verified(tracker: Tracker) -> bool:
     return bool(tracker.get_slot("verified")) and bool(tracker.get_slot("customer_id"))
 
 
-def identity_events(tracker: Tracker) -> list[EventType]:
+def verified_customer_id(tracker: Tracker) -> str | None:
+    """Return the customer id of a verified sender, else None."""
+    return tracker.get_slot("customer_id") if is_verified(tracker) else None
+
+
+def identity_secret() -> str | None:
+    """Return the secret that signs channel identities (``CRM_IDENTITY_SECRET``)."""
+    secret = get_settings().identity_secret
+    return secret.get_secret_value() if secret is not None else None
+
+
+async def identity_events(tracker: Tracker) -> list[EventType]:
     """Verify the sender from a signed, registered identity in the message metadata.
 
     Returns the slot events that mark the customer verified, or nothing when the
@@ -54,13 +71,12 @@ def identity_events(tracker: Tracker) -> list[EventType]:
     if is_verified(tracker):
         return []
     metadata = (tracker.latest_message or {}).get("metadata") or {}
-    claim = verified_identity(secret_from_env(), tracker.sender_id, metadata)
+    claim = verified_identity(identity_secret(), tracker.sender_id, metadata)
     if claim is None:
         return []
     kind, value = claim
     try:
-        with transaction() as session:
-            match = find_customer_by_identity(session, kind=kind, value=value)
+        match = await in_store(find_customer_by_identity, kind=kind, value=value)
     except InvalidInput:
         return []
     if match is None or not match.verified or match.is_prospect:
@@ -80,30 +96,77 @@ def reset_task(*, resolved: bool | None = None) -> list[EventType]:
     return events
 
 
-def treatment_settings(customer_id: str | None) -> dict[str, Any]:
+TREATMENT_DEFAULTS: dict[str, Any] = {
+    "offer_human_after_fallbacks": 2,
+    "goodwill_on_damage": None,
+    "handoff_priority_boost": 0,
+    "value_tier": None,
+    "churn_band": None,
+}
+
+
+async def treatment_settings(customer_id: str | None) -> dict[str, Any]:
     """Return the analytics treatment for a customer, or safe defaults.
 
-    Falls back to defaults when the analytics module is absent or fails, so a
-    scoring problem never breaks a conversation.
+    The rules file is ``CRM_TREATMENT_RULES`` (default ``config/treatment.yml``).
+    Falls back to ``TREATMENT_DEFAULTS`` when the rules or the score lookup fail,
+    so a scoring problem never breaks a conversation.
     """
-    defaults: dict[str, Any] = {
-        "offer_human_after_fallbacks": 2,
-        "goodwill_on_damage": None,
-        "handoff_priority_boost": 0,
-        "value_tier": None,
-        "churn_band": None,
-    }
     try:
-        from crm_store.analytics.treatment import treatment_for_customer
-    except ImportError:
-        return defaults
-    try:
-        with transaction() as session:
-            treatment = treatment_for_customer(session, customer_id=customer_id)
+        treatment = await in_store(
+            treatment_for_customer,
+            customer_id=customer_id,
+            rules_path=get_settings().treatment_rules,
+        )
     except Exception:  # noqa: BLE001 - analytics must never break the dialogue
         logger.warning("treatment lookup failed", exc_info=True)
-        return defaults
-    return {key: getattr(treatment, key, value) for key, value in defaults.items()}
+        return dict(TREATMENT_DEFAULTS)
+    return {
+        key: getattr(treatment, key, value) for key, value in TREATMENT_DEFAULTS.items()
+    }
+
+
+RunMethod = Callable[
+    [Any, CollectingDispatcher, Tracker, DomainDict], Awaitable[list[EventType]]
+]
+
+
+def verified_task(
+    *required_slots: str, refusal: Callable[[], list[EventType]] = reset_task
+) -> Callable[[RunMethod], RunMethod]:
+    """Guard an action's ``run()``: only verified senders with the slots filled.
+
+    When the sender is not verified or a required slot is empty, the action says
+    nothing and returns ``refusal()`` (by default ``reset_task()``: the task ends).
+
+    Args:
+        required_slots: slots that must hold a value for the task to run.
+        refusal: builds the events returned instead of running the task.
+    """
+
+    def decorate(run: RunMethod) -> RunMethod:
+        @functools.wraps(run)
+        async def guarded(
+            self: Any,
+            dispatcher: CollectingDispatcher,
+            tracker: Tracker,
+            domain: DomainDict,
+        ) -> list[EventType]:
+            if not is_verified(tracker) or not all(
+                tracker.get_slot(slot) for slot in required_slots
+            ):
+                return refusal()
+            return await run(self, dispatcher, tracker, domain)
+
+        return guarded
+
+    return decorate
+
+
+def task_done(dispatcher: CollectingDispatcher) -> list[EventType]:
+    """End a task that succeeded: ask "anything else?" and mark it resolved."""
+    dispatcher.utter_message(response="utter_anything_else")
+    return reset_task(resolved=True)
 
 
 def fmt_date(value: dt.datetime | dt.date | None) -> str:

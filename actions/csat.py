@@ -7,9 +7,9 @@ from rasa_sdk.events import EventType, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 
-from actions.common import channel_of, is_verified, reset_task
-from actions.store import transaction
-from crm_store.services.errors import InvalidInput
+from actions.common import channel_of, reset_task, verified_customer_id
+from actions.store import in_store
+from crm_store.errors import InvalidInput
 from crm_store.services.feedback import parse_csat, record_csat
 
 
@@ -63,15 +63,14 @@ class ActionRecordCsat(Action):
         except InvalidInput:
             dispatcher.utter_message(response="utter_ask_csat")
             return [SlotSet("csat_asked", True)]
-        customer_id = tracker.get_slot("customer_id") if is_verified(tracker) else None
-        with transaction() as session:
-            record_csat(
-                session,
-                conversation_id=tracker.sender_id,
-                score=score,
-                channel=channel_of(tracker),
-                customer_id=customer_id,
-            )
+        customer_id = verified_customer_id(tracker)
+        await in_store(
+            record_csat,
+            conversation_id=tracker.sender_id,
+            score=score,
+            channel=channel_of(tracker),
+            customer_id=customer_id,
+        )
         dispatcher.utter_message(response="utter_thanks_for_rating")
         return [
             SlotSet("csat_asked", True),

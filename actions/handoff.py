@@ -6,6 +6,7 @@ from rasa_sdk import Action, Tracker
 from rasa_sdk.events import EventType, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
+from sqlalchemy.orm import Session
 
 from actions.common import (
     channel_of,
@@ -13,12 +14,46 @@ from actions.common import (
     recent_user_turns,
     reset_task,
     treatment_settings,
+    verified_customer_id,
 )
-from actions.store import transaction
-from crm_store.services.handoff import REASONS, HandoffPacket, request_handoff
+from actions.store import in_store
+from crm_store.services.handoff import (
+    REASONS,
+    HandoffPacket,
+    HandoffResult,
+    request_handoff,
+)
 from crm_store.services.tickets import open_ticket
 
 FALLBACK_INTENTS = ("nlu_fallback", "out_of_scope")
+
+
+def queue_handoff(
+    session: Session,
+    *,
+    conversation_id: str,
+    packet: HandoffPacket,
+    priority: int,
+    recent_texts: list[str],
+) -> HandoffResult:
+    """Queue the conversation for a human agent.
+
+    Outside agent hours the bot promises a callback, so a known customer also
+    gets a callback ticket, in the same transaction.
+    """
+    result = request_handoff(
+        session, conversation_id=conversation_id, packet=packet, priority=priority
+    )
+    if not result.agents_available and packet.customer_id:
+        open_ticket(
+            session,
+            customer_id=packet.customer_id,
+            subject="Callback requested outside agent hours",
+            description="; ".join(recent_texts[-3:]),
+            kind="callback",
+            conversation_id=conversation_id,
+        )
+    return result
 
 
 class ActionHandoff(Action):
@@ -33,8 +68,8 @@ class ActionHandoff(Action):
         reason = tracker.get_slot("handoff_reason") or "customer_request"
         if reason not in REASONS:
             reason = "other"
-        customer_id = tracker.get_slot("customer_id") if is_verified(tracker) else None
-        treatment = treatment_settings(customer_id)
+        customer_id = verified_customer_id(tracker)
+        treatment = await treatment_settings(customer_id)
         intents, texts = recent_user_turns(tracker)
         last = intents[-1] if intents else "-"
         packet = HandoffPacket(
@@ -49,23 +84,13 @@ class ActionHandoff(Action):
             value_tier=treatment.get("value_tier"),
             churn_band=treatment.get("churn_band"),
         )
-        with transaction() as session:
-            result = request_handoff(
-                session,
-                conversation_id=tracker.sender_id,
-                packet=packet,
-                priority=int(treatment.get("handoff_priority_boost") or 0),
-            )
-            if not result.agents_available and customer_id:
-                # Outside agent hours the promise is a callback: make it a ticket.
-                open_ticket(
-                    session,
-                    customer_id=customer_id,
-                    subject="Callback requested outside agent hours",
-                    description="; ".join(texts[-3:]),
-                    kind="callback",
-                    conversation_id=tracker.sender_id,
-                )
+        result = await in_store(
+            queue_handoff,
+            conversation_id=tracker.sender_id,
+            packet=packet,
+            priority=int(treatment.get("handoff_priority_boost") or 0),
+            recent_texts=texts,
+        )
         if result.agents_available:
             dispatcher.utter_message(
                 response="utter_handoff_queued", position=result.position
@@ -102,10 +127,9 @@ class ActionFallback(Action):
     async def run(  # noqa: D102
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
     ) -> list[EventType]:
-        customer_id = tracker.get_slot("customer_id") if is_verified(tracker) else None
-        limit = int(
-            treatment_settings(customer_id).get("offer_human_after_fallbacks") or 2
-        )
+        customer_id = verified_customer_id(tracker)
+        treatment = await treatment_settings(customer_id)
+        limit = int(treatment.get("offer_human_after_fallbacks") or 2)
         intent = (tracker.latest_message.get("intent") or {}).get("name")
         if consecutive_fallbacks(tracker) >= max(limit, 1):
             dispatcher.utter_message(response="utter_offer_human")

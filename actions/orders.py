@@ -6,17 +6,21 @@ from rasa_sdk import Action, Tracker
 from rasa_sdk.events import EventType
 from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
+from sqlalchemy.orm import Session
 
-from actions.common import fmt_date, fmt_money, is_verified, reset_task
-from actions.store import transaction
-from crm_store.models import Order
-from crm_store.services.errors import NotFound
+from actions.common import fmt_date, fmt_money, reset_task, task_done, verified_task
+from actions.store import in_store
+from crm_store.errors import NotFound
 from crm_store.services.order_changes import NotCancellable, cancel_order
-from crm_store.services.orders import get_order_for_customer, orders_for_customer
-from crm_store.services.shipping import expected_delivery
+from crm_store.services.orders import (
+    OrderSummary,
+    order_summary,
+    recent_order_summaries,
+    summarize_order,
+)
 
 
-def status_response(order: Order) -> tuple[str, dict[str, str]]:
+def status_response(order: OrderSummary) -> tuple[str, dict[str, str]]:
     """Return the response name and variables describing an order's status."""
     facts = {
         "order": order.id,
@@ -25,7 +29,7 @@ def status_response(order: Order) -> tuple[str, dict[str, str]]:
         "placed": fmt_date(order.placed_at),
     }
     if order.status == "shipped":
-        window = expected_delivery(order)
+        window = order.delivery
         return "utter_order_status_shipped", {
             **facts,
             "carrier": order.carrier or "our carrier",
@@ -51,40 +55,48 @@ def status_response(order: Order) -> tuple[str, dict[str, str]]:
     return "utter_order_status_processing", facts
 
 
+def order_or_latest(
+    session: Session, *, customer_id: str, order_number: str | None
+) -> OrderSummary | None:
+    """Return the named order of the customer, else their latest (None: no orders).
+
+    Raises:
+        NotFound: the named order does not exist or is someone else's.
+    """
+    if order_number:
+        return order_summary(
+            session, order_number=order_number, customer_id=customer_id
+        )
+    latest = recent_order_summaries(session, customer_id=customer_id, limit=1)
+    return latest[0] if latest else None
+
+
 class ActionOrderStatus(Action):
     """Tell a verified customer the status of the named (or latest) order."""
 
     def name(self) -> str:  # noqa: D102
         return "action_order_status"
 
+    @verified_task()
     async def run(  # noqa: D102
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
     ) -> list[EventType]:
-        if not is_verified(tracker):
-            return reset_task()
-        customer_id = tracker.get_slot("customer_id")
         number = tracker.get_slot("order_number")
-        with transaction() as session:
-            if number:
-                try:
-                    order = get_order_for_customer(
-                        session, order_number=number, customer_id=customer_id
-                    )
-                except NotFound:
-                    dispatcher.utter_message(
-                        response="utter_order_not_found", order=number
-                    )
-                    return reset_task()
-            else:
-                latest = orders_for_customer(session, customer_id=customer_id, limit=1)
-                if not latest:
-                    dispatcher.utter_message(response="utter_no_orders")
-                    return reset_task()
-                order = latest[0]
-            response, facts = status_response(order)
+        try:
+            order = await in_store(
+                order_or_latest,
+                customer_id=tracker.get_slot("customer_id"),
+                order_number=number,
+            )
+        except NotFound:
+            dispatcher.utter_message(response="utter_order_not_found", order=number)
+            return reset_task()
+        if order is None:
+            dispatcher.utter_message(response="utter_no_orders")
+            return reset_task()
+        response, facts = status_response(order)
         dispatcher.utter_message(response=response, **facts)
-        dispatcher.utter_message(response="utter_anything_else")
-        return reset_task(resolved=True)
+        return task_done(dispatcher)
 
 
 class ActionListOrders(Action):
@@ -93,28 +105,30 @@ class ActionListOrders(Action):
     def name(self) -> str:  # noqa: D102
         return "action_list_orders"
 
+    @verified_task()
     async def run(  # noqa: D102
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
     ) -> list[EventType]:
-        if not is_verified(tracker):
-            return reset_task()
-        with transaction() as session:
-            orders = orders_for_customer(
-                session, customer_id=tracker.get_slot("customer_id"), limit=5
-            )
-            lines = [
-                f"- {o.id}: {o.status}, placed {fmt_date(o.placed_at)}, "
-                f"{fmt_money(o.total, o.currency)}"
-                for o in orders
-            ]
-        if not lines:
+        orders = await in_store(
+            recent_order_summaries, customer_id=tracker.get_slot("customer_id"), limit=5
+        )
+        if not orders:
             dispatcher.utter_message(response="utter_no_orders")
             return reset_task()
+        lines = [
+            f"- {o.id}: {o.status}, placed {fmt_date(o.placed_at)}, "
+            f"{fmt_money(o.total, o.currency)}"
+            for o in orders
+        ]
         dispatcher.utter_message(
             response="utter_recent_orders", orders="\n".join(lines)
         )
-        dispatcher.utter_message(response="utter_anything_else")
-        return reset_task(resolved=True)
+        return task_done(dispatcher)
+
+
+def cancel_and_summarize(session: Session, **cancel_args: str) -> OrderSummary:
+    """Cancel the order (see ``cancel_order``) and return its new summary."""
+    return summarize_order(cancel_order(session, **cancel_args))
 
 
 class ActionCancelOrder(Action):
@@ -123,24 +137,21 @@ class ActionCancelOrder(Action):
     def name(self) -> str:  # noqa: D102
         return "action_cancel_order"
 
+    @verified_task("order_number")
     async def run(  # noqa: D102
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
     ) -> list[EventType]:
         number = tracker.get_slot("order_number")
-        if not is_verified(tracker) or not number:
-            return reset_task()
         if not tracker.get_slot("confirm_cancel"):
             dispatcher.utter_message(response="utter_cancel_kept", order=number)
             return reset_task()
         try:
-            with transaction() as session:
-                order = cancel_order(
-                    session,
-                    order_number=number,
-                    customer_id=tracker.get_slot("customer_id"),
-                    actor=f"bot:{tracker.sender_id}"[:64],
-                )
-                total = fmt_money(order.total, order.currency)
+            order = await in_store(
+                cancel_and_summarize,
+                order_number=number,
+                customer_id=tracker.get_slot("customer_id"),
+                actor=f"bot:{tracker.sender_id}"[:64],
+            )
         except NotCancellable as exc:
             dispatcher.utter_message(
                 response=f"utter_cannot_cancel_{exc.status}", order=number
@@ -150,7 +161,8 @@ class ActionCancelOrder(Action):
             dispatcher.utter_message(response="utter_order_not_found", order=number)
             return reset_task()
         dispatcher.utter_message(
-            response="utter_order_cancelled", order=number, total=total
+            response="utter_order_cancelled",
+            order=number,
+            total=fmt_money(order.total, order.currency),
         )
-        dispatcher.utter_message(response="utter_anything_else")
-        return reset_task(resolved=True)
+        return task_done(dispatcher)

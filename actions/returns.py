@@ -7,9 +7,9 @@ from rasa_sdk.events import EventType
 from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 
-from actions.common import fmt_date, is_verified, reset_task
-from actions.store import transaction
-from crm_store.services.errors import NotFound
+from actions.common import fmt_date, reset_task, task_done, verified_task
+from actions.store import in_store
+from crm_store.errors import NotFound
 from crm_store.services.returns import NotReturnable, start_return
 
 
@@ -19,22 +19,19 @@ class ActionStartReturn(Action):
     def name(self) -> str:  # noqa: D102
         return "action_start_return"
 
+    @verified_task("order_number")
     async def run(  # noqa: D102
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
     ) -> list[EventType]:
         number = tracker.get_slot("order_number")
-        if not is_verified(tracker) or not number:
-            return reset_task()
         try:
-            with transaction() as session:
-                ticket = start_return(
-                    session,
-                    order_number=number,
-                    customer_id=tracker.get_slot("customer_id"),
-                    reason=tracker.get_slot("return_reason"),
-                    conversation_id=tracker.sender_id,
-                )
-                rma = ticket.rma_number
+            ticket = await in_store(
+                start_return,
+                order_number=number,
+                customer_id=tracker.get_slot("customer_id"),
+                reason=tracker.get_slot("return_reason"),
+                conversation_id=tracker.sender_id,
+            )
         except NotReturnable as exc:
             e = exc.eligibility
             dispatcher.utter_message(
@@ -48,6 +45,7 @@ class ActionStartReturn(Action):
         except NotFound:
             dispatcher.utter_message(response="utter_order_not_found", order=number)
             return reset_task()
-        dispatcher.utter_message(response="utter_return_started", order=number, rma=rma)
-        dispatcher.utter_message(response="utter_anything_else")
-        return reset_task(resolved=True)
+        dispatcher.utter_message(
+            response="utter_return_started", order=number, rma=ticket.rma_number
+        )
+        return task_done(dispatcher)

@@ -9,9 +9,9 @@ from rasa_sdk.events import EventType
 from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 
-from actions.common import is_verified, reset_task, treatment_settings
-from actions.store import transaction
-from crm_store.services.errors import InvalidInput, NotFound
+from actions.common import reset_task, task_done, treatment_settings, verified_task
+from actions.store import in_store
+from crm_store.errors import InvalidInput, NotFound
 from crm_store.services.tickets import (
     NotReportable,
     normalize_ticket_number,
@@ -97,23 +97,20 @@ class ActionReportDamage(Action):
     def name(self) -> str:  # noqa: D102
         return "action_report_damage"
 
+    @verified_task("order_number")
     async def run(  # noqa: D102
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
     ) -> list[EventType]:
         number = tracker.get_slot("order_number")
         customer_id = tracker.get_slot("customer_id")
-        if not is_verified(tracker) or not number:
-            return reset_task()
         try:
-            with transaction() as session:
-                ticket = report_damaged_item(
-                    session,
-                    order_number=number,
-                    customer_id=customer_id,
-                    description=tracker.get_slot("damage_description") or "",
-                    conversation_id=tracker.sender_id,
-                )
-                ticket_number = ticket.number
+            ticket = await in_store(
+                report_damaged_item,
+                order_number=number,
+                customer_id=customer_id,
+                description=tracker.get_slot("damage_description") or "",
+                conversation_id=tracker.sender_id,
+            )
         except NotReportable as exc:
             dispatcher.utter_message(
                 response=f"utter_damage_{exc.reason}", order=number
@@ -123,15 +120,15 @@ class ActionReportDamage(Action):
             dispatcher.utter_message(response="utter_order_not_found", order=number)
             return reset_task()
         dispatcher.utter_message(
-            response="utter_damage_reported", order=number, ticket=ticket_number
+            response="utter_damage_reported", order=number, ticket=ticket.number
         )
-        goodwill = treatment_settings(customer_id).get("goodwill_on_damage")
+        treatment = await treatment_settings(customer_id)
+        goodwill = treatment.get("goodwill_on_damage")
         if goodwill:
             dispatcher.utter_message(
                 response="utter_damage_goodwill", goodwill=goodwill
             )
-        dispatcher.utter_message(response="utter_anything_else")
-        return reset_task(resolved=True)
+        return task_done(dispatcher)
 
 
 class ActionOpenTicket(Action):
@@ -140,25 +137,21 @@ class ActionOpenTicket(Action):
     def name(self) -> str:  # noqa: D102
         return "action_open_ticket"
 
+    @verified_task("ticket_description")
     async def run(  # noqa: D102
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
     ) -> list[EventType]:
         description = tracker.get_slot("ticket_description")
-        if not is_verified(tracker) or not description:
-            return reset_task()
         subject = description.strip().splitlines()[0][:80]
-        with transaction() as session:
-            ticket = open_ticket(
-                session,
-                customer_id=tracker.get_slot("customer_id"),
-                subject=subject,
-                description=description,
-                conversation_id=tracker.sender_id,
-            )
-            number = ticket.number
-        dispatcher.utter_message(response="utter_ticket_opened", ticket=number)
-        dispatcher.utter_message(response="utter_anything_else")
-        return reset_task(resolved=True)
+        ticket = await in_store(
+            open_ticket,
+            customer_id=tracker.get_slot("customer_id"),
+            subject=subject,
+            description=description,
+            conversation_id=tracker.sender_id,
+        )
+        dispatcher.utter_message(response="utter_ticket_opened", ticket=ticket.number)
+        return task_done(dispatcher)
 
 
 class ActionTicketStatus(Action):
@@ -167,19 +160,17 @@ class ActionTicketStatus(Action):
     def name(self) -> str:  # noqa: D102
         return "action_ticket_status"
 
+    @verified_task("ticket_number")
     async def run(  # noqa: D102
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
     ) -> list[EventType]:
         number = tracker.get_slot("ticket_number")
-        if not is_verified(tracker) or not number:
-            return reset_task()
         try:
-            with transaction() as session:
-                status = ticket_status(
-                    session,
-                    ticket_number=number,
-                    customer_id=tracker.get_slot("customer_id"),
-                )
+            status = await in_store(
+                ticket_status,
+                ticket_number=number,
+                customer_id=tracker.get_slot("customer_id"),
+            )
         except (NotFound, InvalidInput):
             dispatcher.utter_message(response="utter_ticket_not_found", ticket=number)
             return reset_task()
@@ -191,5 +182,4 @@ class ActionTicketStatus(Action):
             status=status.status.replace("_", " "),
             extra=extra,
         )
-        dispatcher.utter_message(response="utter_anything_else")
-        return reset_task(resolved=True)
+        return task_done(dispatcher)

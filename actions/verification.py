@@ -3,21 +3,32 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 from typing import Any
 
 from rasa_sdk import Action, FormValidationAction, Tracker
 from rasa_sdk.events import EventType, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
+from sqlalchemy.orm import Session
 
-from actions.common import ORDER_TASKS, identity_events, is_verified, reset_task
-from actions.store import transaction
-from crm_store.models import Customer
-from crm_store.services.errors import NotFound
+from actions.common import (
+    ORDER_TASKS,
+    fmt_date,
+    fmt_money,
+    identity_events,
+    is_verified,
+    reset_task,
+    verified_customer_id,
+    verified_task,
+)
+from actions.store import in_store
+from crm_store.errors import NotFound
+from crm_store.services.customers import customer_first_name
 from crm_store.services.order_changes import NotCancellable, check_cancellable
 from crm_store.services.orders import (
     get_order_for_customer,
-    orders_for_customer,
+    recent_order_summaries,
     verify_order_postcode,
 )
 from crm_store.services.returns import return_eligibility
@@ -63,15 +74,13 @@ class ActionGreet(Action):
     async def run(  # noqa: D102
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
     ) -> list[EventType]:
-        events = identity_events(tracker)
+        events = await identity_events(tracker)
         customer_id = next(
             (e["value"] for e in events if e.get("name") == "customer_id"), None
-        ) or (tracker.get_slot("customer_id") if is_verified(tracker) else None)
+        ) or verified_customer_id(tracker)
         name = None
         if customer_id:
-            with transaction() as session:
-                customer = session.get(Customer, customer_id)
-                name = customer.first_name if customer else None
+            name = await in_store(customer_first_name, customer_id=customer_id)
         if name:
             dispatcher.utter_message(response="utter_greet_known", name=name)
         else:
@@ -95,7 +104,7 @@ class ActionStartTask(Action):
             SlotSet("task_ok", None),
         ]
         events += self._numbers_in_text(tracker)
-        events += identity_events(tracker)
+        events += await identity_events(tracker)
         verified = is_verified(tracker) or any(
             e.get("name") == "verified" and e.get("value") for e in events
         )
@@ -148,7 +157,7 @@ class ValidateVerifyForm(FormValidationAction):
             "handoff_reason": "verification_failed",
         }
 
-    def validate_order_number(  # noqa: D102
+    async def validate_order_number(  # noqa: D102
         self,
         slot_value: Any,
         dispatcher: CollectingDispatcher,
@@ -164,18 +173,17 @@ class ValidateVerifyForm(FormValidationAction):
                 return self._locked(dispatcher)
             return {"order_number": number}
         try:
-            with transaction() as session:
-                get_order_for_customer(
-                    session,
-                    order_number=number,
-                    customer_id=tracker.get_slot("customer_id"),
-                )
+            await in_store(
+                get_order_for_customer,
+                order_number=number,
+                customer_id=tracker.get_slot("customer_id"),
+            )
         except NotFound:
             dispatcher.utter_message(response="utter_order_not_found", order=number)
             return {"order_number": None}
         return {"order_number": number}
 
-    def validate_postcode(  # noqa: D102
+    async def validate_postcode(  # noqa: D102
         self,
         slot_value: Any,
         dispatcher: CollectingDispatcher,
@@ -191,10 +199,9 @@ class ValidateVerifyForm(FormValidationAction):
         if postcode is None:
             dispatcher.utter_message(response="utter_invalid_postcode")
             return {"postcode": None}
-        with transaction() as session:
-            customer_id = verify_order_postcode(
-                session, order_number=order, postcode=postcode
-            )
+        customer_id = await in_store(
+            verify_order_postcode, order_number=order, postcode=postcode
+        )
         if customer_id:
             dispatcher.utter_message(response="utter_verified")
             return {
@@ -219,89 +226,105 @@ class ValidateVerifyForm(FormValidationAction):
         return {"postcode": None, "postcode_failures": failures}
 
 
+def task_not_ok() -> list[EventType]:
+    """Events ending a task that cannot go ahead (``task_ok`` false)."""
+    return [*reset_task(), SlotSet("task_ok", False)]
+
+
+@dataclass(frozen=True)
+class TaskCheck:
+    """Whether an order task may go ahead, and what to tell the customer."""
+
+    ok: bool
+    response: str | None = None
+    facts: dict[str, Any] = field(default_factory=dict)
+
+
+def check_order_task(
+    session: Session, *, task: str, order_number: str, customer_id: str
+) -> TaskCheck:
+    """Check that ``task`` (one of ``ORDER_TASKS``) is possible for the order.
+
+    Raises:
+        NotFound: no such order, or it belongs to someone else.
+    """
+    order = get_order_for_customer(
+        session, order_number=order_number, customer_id=customer_id
+    )
+    if task == "cancel_order":
+        try:
+            check_cancellable(order)
+        except NotCancellable as exc:
+            return TaskCheck(
+                False, f"utter_cannot_cancel_{exc.status}", {"order": order.id}
+            )
+        return TaskCheck(
+            True,
+            "utter_cancel_summary",
+            {
+                "order": order.id,
+                "status": order.status,
+                "total": fmt_money(order.total, order.currency),
+            },
+        )
+    if task == "start_return":
+        eligibility = return_eligibility(session, order=order)
+        facts = {
+            "order": order.id,
+            "window_days": eligibility.window_days,
+            "deadline": fmt_date(eligibility.deadline),
+        }
+        if not eligibility.eligible:
+            return TaskCheck(
+                False,
+                f"utter_return_{eligibility.reason}",
+                {**facts, "rma": eligibility.rma_number or ""},
+            )
+        return TaskCheck(True, "utter_return_eligible", facts)
+    try:
+        check_damage_reportable(order)
+    except NotReportable as exc:
+        return TaskCheck(
+            False,
+            f"utter_damage_{exc.reason}",
+            {"order": order.id, "deadline": fmt_date(exc.deadline)},
+        )
+    return TaskCheck(True)
+
+
 class ActionCheckTask(Action):
     """After verification: check the pending task is possible, or explain why not."""
 
     def name(self) -> str:  # noqa: D102
         return "action_check_task"
 
+    @verified_task("pending_task", refusal=task_not_ok)
     async def run(  # noqa: D102
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
     ) -> list[EventType]:
         task = tracker.get_slot("pending_task")
-        if not is_verified(tracker) or not task:
-            return [*reset_task(), SlotSet("task_ok", False)]
         if task not in ORDER_TASKS:
             return [SlotSet("task_ok", True)]
-        customer_id = tracker.get_slot("customer_id")
         number = tracker.get_slot("order_number")
         try:
-            with transaction() as session:
-                order = get_order_for_customer(
-                    session, order_number=number, customer_id=customer_id
-                )
-                ok = self._check(dispatcher, session, task, order)
+            check = await in_store(
+                check_order_task,
+                task=task,
+                order_number=number,
+                customer_id=tracker.get_slot("customer_id"),
+            )
         except NotFound:
             dispatcher.utter_message(response="utter_order_not_found", order=number)
-            ok = False
-        if ok:
-            return [SlotSet("task_ok", True)]
-        return [*reset_task(), SlotSet("task_ok", False)]
-
-    @staticmethod
-    def _check(dispatcher: CollectingDispatcher, session, task: str, order) -> bool:  # noqa: ANN001
-        from actions.common import fmt_date, fmt_money
-
-        if task == "cancel_order":
-            try:
-                check_cancellable(order)
-            except NotCancellable as exc:
-                dispatcher.utter_message(
-                    response=f"utter_cannot_cancel_{exc.status}", order=order.id
-                )
-                return False
-            dispatcher.utter_message(
-                response="utter_cancel_summary",
-                order=order.id,
-                status=order.status,
-                total=fmt_money(order.total, order.currency),
-            )
-            return True
-        if task == "start_return":
-            eligibility = return_eligibility(session, order=order)
-            if not eligibility.eligible:
-                dispatcher.utter_message(
-                    response=f"utter_return_{eligibility.reason}",
-                    order=order.id,
-                    window_days=eligibility.window_days,
-                    deadline=fmt_date(eligibility.deadline),
-                    rma=eligibility.rma_number or "",
-                )
-                return False
-            dispatcher.utter_message(
-                response="utter_return_eligible",
-                order=order.id,
-                window_days=eligibility.window_days,
-                deadline=fmt_date(eligibility.deadline),
-            )
-            return True
-        try:
-            check_damage_reportable(order)
-        except NotReportable as exc:
-            dispatcher.utter_message(
-                response=f"utter_damage_{exc.reason}",
-                order=order.id,
-                deadline=fmt_date(exc.deadline),
-            )
-            return False
-        return True
+            return task_not_ok()
+        if check.response:
+            dispatcher.utter_message(response=check.response, **check.facts)
+        return [SlotSet("task_ok", True)] if check.ok else task_not_ok()
 
 
-def recent_orders_text(customer_id: str, limit: int = 5) -> str:
+def recent_orders_text(session: Session, customer_id: str, limit: int = 5) -> str:
     """Return ``A10001 (shipped), A10002 (delivered)`` for recent orders."""
-    with transaction() as session:
-        orders = orders_for_customer(session, customer_id=customer_id, limit=limit)
-        return ", ".join(f"{o.id} ({o.status})" for o in orders)
+    orders = recent_order_summaries(session, customer_id=customer_id, limit=limit)
+    return ", ".join(f"{o.id} ({o.status})" for o in orders)
 
 
 class ActionAskOrderNumber(Action):
@@ -314,7 +337,7 @@ class ActionAskOrderNumber(Action):
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
     ) -> list[EventType]:
         if is_verified(tracker):
-            recent = recent_orders_text(tracker.get_slot("customer_id"))
+            recent = await in_store(recent_orders_text, tracker.get_slot("customer_id"))
             if recent:
                 dispatcher.utter_message(
                     response="utter_ask_order_number_known", orders=recent

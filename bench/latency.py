@@ -35,17 +35,10 @@ import aiohttp
 from rich.console import Console
 from rich.table import Table
 
-from bot.runtime import (
-    ServerProcess,
-    action_server_argv,
-    action_url,
-    free_port,
-    process_env,
-    rasa_server_argv,
-    write_runtime_endpoints,
-)
 from bot.training import ensure_model
-from crm_store.settings import PROJECT_ROOT
+from crm_settings import PROJECT_ROOT
+from runtime.processes import ServerProcess, free_port, process_env
+from runtime.stack import BotStack, RasaVariant
 
 BENCH_DIR = PROJECT_ROOT / "var" / "bench"
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -158,7 +151,7 @@ def broker_micro(database_url: str, events: int = 5000) -> dict[str, float]:
 
 def _broker_micro(database_url: str, events: int, turns: int) -> dict[str, float]:
     from bot.broker import ContactHistoryBroker
-    from bot.store import session_factory
+    from crm_store.db import session_factory
 
     broker = ContactHistoryBroker(session_factory(database_url))
     broker.start()
@@ -202,7 +195,7 @@ def _broker_micro(database_url: str, events: int, turns: int) -> dict[str, float
 
 
 def _prepare_store(url: str) -> None:
-    from bot.store import engine_for, session_factory
+    from crm_store.db import engine_for, session_factory
     from crm_store.migrate import upgrade
     from crm_store.seeding import seed_directory
 
@@ -211,8 +204,21 @@ def _prepare_store(url: str) -> None:
         seed_directory(session, directory=PROJECT_ROOT / "data" / "demo")
 
 
-def start_servers(console: Console) -> tuple[dict[str, str], list[ServerProcess], str]:
-    """Train (cached) and start the three configurations; return their URLs."""
+FULL_VARIANTS = (
+    RasaVariant("full"),
+    RasaVariant("full_no_broker", endpoint_overrides={"event_broker": None}),
+    RasaVariant("full_no_cache", extra_env={"CRM_POLICY_CACHE_SIZE": "0"}),
+)
+
+
+def start_servers(
+    console: Console,
+) -> tuple[dict[str, str], list[ServerProcess | BotStack], str]:
+    """Train (cached) and start the configurations; return URLs, servers, store URL.
+
+    ``bare`` is a plain ``rasa run``; the ``full*`` servers are one ``BotStack``
+    (the start-up ``crm run`` uses) sharing one action server.
+    """
     BENCH_DIR.mkdir(parents=True, exist_ok=True)
     logs = BENCH_DIR / "logs"
     shutil.rmtree(logs, ignore_errors=True)
@@ -226,84 +232,48 @@ def start_servers(console: Console) -> tuple[dict[str, str], list[ServerProcess]
     bare_model = ensure_model(init_dir, BENCH_DIR / "models", log=console.print)
     full_model = ensure_model(log=console.print)
 
-    env = process_env(database_url=url)
-    servers: list[ServerProcess] = []
-    urls: dict[str, str] = {}
-
     bare_port = free_port()
-    servers.append(
-        ServerProcess(
-            "bare",
-            [
-                sys.executable,
-                "-m",
-                "rasa",
-                "run",
-                "--model",
-                str(bare_model),
-                "--port",
-                str(bare_port),
-                "--interface",
-                "127.0.0.1",
-                "--endpoints",
-                str(init_dir / "endpoints.yml"),
-                "--credentials",
-                str(init_dir / "credentials.yml"),
-            ],
-            env=env,
-            cwd=init_dir,
-            log_path=logs / "bare.log",
-            ready_url=f"http://127.0.0.1:{bare_port}/",
-        )
+    bare = ServerProcess(
+        "bare",
+        [
+            sys.executable,
+            "-m",
+            "rasa",
+            "run",
+            "--model",
+            str(bare_model),
+            "--port",
+            str(bare_port),
+            "--interface",
+            "127.0.0.1",
+            "--endpoints",
+            str(init_dir / "endpoints.yml"),
+            "--credentials",
+            str(init_dir / "credentials.yml"),
+        ],
+        env=process_env(database_url=url),
+        cwd=init_dir,
+        log_path=logs / "bare.log",
+        ready_url=f"http://127.0.0.1:{bare_port}/",
     )
-    urls["bare"] = f"http://127.0.0.1:{bare_port}"
-
-    action_port = free_port()
-    servers.append(
-        ServerProcess(
-            "actions",
-            action_server_argv(port=action_port),
-            env=env,
-            cwd=PROJECT_ROOT,
-            log_path=logs / "actions.log",
-            ready_url=f"http://127.0.0.1:{action_port}/health",
-        )
+    full = BotStack(
+        database_url=url,
+        model=full_model,
+        workdir=BENCH_DIR,
+        log_dir=logs,
+        variants=FULL_VARIANTS,
     )
-    for name, overrides, extra in (
-        ("full", None, {}),
-        ("full_no_broker", {"event_broker": None}, {}),
-        ("full_no_cache", None, {"CRM_POLICY_CACHE_SIZE": "0"}),
-    ):
-        port = free_port()
-        endpoints = write_runtime_endpoints(
-            BENCH_DIR / f"endpoints-{name}.yml",
-            action_webhook=action_url(action_port),
-            overrides=overrides,
-        )
-        servers.append(
-            ServerProcess(
-                name,
-                rasa_server_argv(
-                    model=full_model,
-                    endpoints=endpoints,
-                    port=port,
-                ),
-                env={**env, **extra},
-                cwd=PROJECT_ROOT,
-                log_path=logs / f"{name}.log",
-                ready_url=f"http://127.0.0.1:{port}/",
-            )
-        )
-        urls[name] = f"http://127.0.0.1:{port}"
-    for server in servers:
-        server.start()
+    servers: list[ServerProcess | BotStack] = [bare, full]
+    bare.start()
+    full.start()
     try:
-        for server in servers:
-            server.wait_ready(START_TIMEOUT)
+        bare.wait_ready(START_TIMEOUT)
+        full.wait_ready(START_TIMEOUT)
     except RuntimeError:
         for server in servers:
             server.stop()
         raise
+    urls = {"bare": f"http://127.0.0.1:{bare_port}", **full.urls}
     return urls, servers, url
 
 

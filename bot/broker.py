@@ -14,7 +14,7 @@ the database. Events the writer does not use (actions, featurization, loops)
 are dropped at once; the rest of a turn goes onto the queue as one list, handed
 over when the publishing coroutine yields (one queue put per turn, not per
 event: each put wakes the queue's feeder thread, which then competes with
-Rasa's own work for the GIL). The writer (``bot.history_writer``) takes batches off
+Rasa's own work for the GIL). The writer (``contact_history.writer``) takes batches off
 the queue and writes them through the store services, one transaction per
 batch; when the database is unavailable it keeps the batch and retries with
 backoff, so nothing is lost. ``close`` (called by Rasa on shutdown) flushes what
@@ -35,7 +35,6 @@ import asyncio
 import datetime as dt
 import logging
 import multiprocessing
-import os
 import threading
 import time
 from asyncio import AbstractEventLoop
@@ -45,16 +44,16 @@ from rasa.core.brokers.broker import EventBroker
 from rasa.utils.endpoints import EndpointConfig
 from sqlalchemy.orm import sessionmaker
 
-from bot.history_writer import (
+from contact_history.events import event_id_for, is_recorded
+from contact_history.recorder import HistoryRecorder
+from contact_history.writer import (
     WAKE,
-    HistoryRecorder,
     HistoryWriter,
     WriterSettings,
     WriterSignals,
-    event_id_for,
-    is_recorded,
     serve,
 )
+from crm_settings import get_settings
 
 __all__ = ["ContactHistoryBroker", "HistoryRecorder", "event_id_for"]
 
@@ -83,7 +82,8 @@ class ContactHistoryBroker(EventBroker):
 
         Args:
             factory: session factory of the store; implies ``writer="thread"``.
-            database_url: store URL (default ``CRM_DATABASE_URL`` / the SQLite file).
+            database_url: store URL (default: ``database_url`` of the settings;
+                a writer process gets it passed, it reads no settings itself).
             writer: ``"process"`` or ``"thread"`` (default: thread when a factory
                 is given, else process).
             flush_interval: seconds to gather events before writing a batch.
@@ -103,6 +103,8 @@ class ContactHistoryBroker(EventBroker):
             raise ValueError("a writer process opens its own store: pass database_url")
         self.mode = mode
         self._factory = factory
+        if factory is None and not database_url:
+            database_url = get_settings().database_url
         self._database_url = database_url
         self.settings = WriterSettings(
             flush_interval=flush_interval,
@@ -130,26 +132,28 @@ class ContactHistoryBroker(EventBroker):
         broker_config: EndpointConfig,
         event_loop: AbstractEventLoop | None = None,
     ) -> ContactHistoryBroker:
-        """Create and start the broker from the ``event_broker`` endpoint config."""
+        """Create and start the broker from the ``event_broker`` endpoint config.
+
+        ``writer``, ``inactivity_timeout_minutes`` and ``idle_check_seconds``
+        come from the settings (``CRM_HISTORY_WRITER``,
+        ``CRM_INACTIVITY_TIMEOUT_MINUTES``, ``CRM_IDLE_CHECK_SECONDS``) when set,
+        else from the endpoint config, else the defaults.
+        """
         kwargs = broker_config.kwargs if broker_config else {}
-        timeout = float(
-            os.environ.get(
-                "CRM_INACTIVITY_TIMEOUT_MINUTES",
-                kwargs.get("inactivity_timeout_minutes", 30),
-            )
-        )
+        settings = get_settings()
+        timeout = settings.inactivity_timeout_minutes
+        if timeout is None:
+            timeout = float(kwargs.get("inactivity_timeout_minutes", 30))
+        idle_check = settings.idle_check_seconds
+        if idle_check is None:
+            idle_check = float(kwargs.get("idle_check_seconds", 60))
         broker = cls(
-            database_url=kwargs.get("database_url") or None,
-            writer=os.environ.get("CRM_HISTORY_WRITER", kwargs.get("writer"))
-            or "process",
+            database_url=kwargs.get("database_url") or settings.database_url,
+            writer=settings.history_writer or kwargs.get("writer") or "process",
             flush_interval=float(kwargs.get("flush_interval_ms", 200)) / 1000,
             batch_size=int(kwargs.get("batch_size", 100)),
             inactivity_timeout=dt.timedelta(minutes=timeout),
-            idle_check_interval=float(
-                os.environ.get(
-                    "CRM_IDLE_CHECK_SECONDS", kwargs.get("idle_check_seconds", 60)
-                )
-            ),
+            idle_check_interval=idle_check,
         )
         broker.start()
         return broker

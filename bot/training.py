@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from crm_store.settings import PROJECT_ROOT
+from crm_settings import PROJECT_ROOT
 
 logger = logging.getLogger(__name__)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from functools import cache
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -14,23 +15,23 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import QueuePool
 
-from crm_store.services.errors import InvalidInput
-from crm_store.settings import StoreSettings
+from crm_store.errors import InvalidInput
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 T = TypeVar("T")
 
 
-def make_engine(url: str | None = None, *, echo: bool = False) -> Engine:
-    """Create an engine for ``url`` (default: from the environment).
+def make_engine(url: str, *, echo: bool = False) -> Engine:
+    """Create an engine for ``url``.
 
     SQLite files get WAL journaling, a busy timeout and enforced foreign keys, so
     several processes (Rasa, action server, console) can share one file safely.
     The parent directory of a SQLite file is created when missing.
+
+    Args:
+        url: SQLAlchemy URL (callers take it from ``crm_settings``).
+        echo: log every SQL statement (debugging only).
     """
-    if url is None:
-        settings = StoreSettings.from_env()
-        url, echo = settings.database_url, echo or settings.echo_sql
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         pooling: dict = {}
@@ -80,16 +81,6 @@ def dialect_insert(session: Session) -> Any:
     return insert
 
 
-def is_sqlite(session_or_engine: Session | Engine) -> bool:
-    """Tell whether the session's (or engine's) database is SQLite."""
-    bind = (
-        session_or_engine.get_bind()
-        if isinstance(session_or_engine, Session)
-        else session_or_engine
-    )
-    return bind.dialect.name == "sqlite"
-
-
 def retry_when_locked(func: Callable[[], T], *, attempts: int = 8) -> T:
     """Run ``func`` again when SQLite reports a lock it could not wait out.
 
@@ -107,3 +98,19 @@ def retry_when_locked(func: Callable[[], T], *, attempts: int = 8) -> T:
             time.sleep(delay)
             delay = min(delay * 2, 0.5)
     raise AssertionError("unreachable")
+
+
+@cache
+def engine_for(url: str, *, echo: bool = False) -> Engine:
+    """Return the process-wide engine for ``url`` (created on first use)."""
+    return make_engine(url, echo=echo)
+
+
+def session_factory(url: str, *, echo: bool = False) -> sessionmaker:
+    """Return a session factory on the process-wide engine for ``url``."""
+    return make_session_factory(engine_for(url, echo=echo))
+
+
+def safe_url(url: str) -> str:
+    """Render a database URL without its password, for logs and messages."""
+    return make_url(url).render_as_string(hide_password=True)

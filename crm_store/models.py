@@ -79,7 +79,6 @@ IDENTITY_KINDS = ("email", "phone", "telegram", "webchat")
 ORDER_STATUSES = ("placed", "paid", "shipped", "delivered", "cancelled", "returned")
 DIRECTIONS = ("in", "out")
 AUTHORS = ("customer", "bot", "agent", "system")
-ROLES = ("agent", "manager", "admin")
 
 
 def utcnow() -> dt.datetime:

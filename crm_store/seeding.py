@@ -23,6 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from crm_store.db import dialect_insert
+from crm_store.errors import InvalidInput
 from crm_store.models import (
     CHANNELS,
     ORDER_STATUSES,
@@ -36,7 +37,6 @@ from crm_store.models import (
     Product,
     utcnow,
 )
-from crm_store.services.errors import InvalidInput
 from crm_store.services.normalize import normalize_identity
 
 DEFAULT_AS_OF = dt.datetime(2026, 11, 1, 12, 0, 0)

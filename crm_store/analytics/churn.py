@@ -30,7 +30,7 @@ from crm_store.analytics.features import (
     load_order_summary,
     load_purchases_between,
 )
-from crm_store.services.errors import InvalidInput
+from crm_store.errors import InvalidInput
 
 logger = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from scipy import optimize, special
 
-from crm_store.services.errors import InvalidInput
+from crm_store.errors import InvalidInput
 
 WEEKS_PER_MONTH = 52.1775 / 12
 

@@ -1,8 +1,8 @@
 """Analytics settings: margin, discount rate, horizons, tier and churn-band rules.
 
-Defaults live here; ``config/analytics.yml`` (or the file named by the environment
-variable ``CRM_ANALYTICS_CONFIG``) overrides any of them. See
-``docs/analytics/README.md`` for what each setting means.
+Defaults live here; ``config/analytics.yml`` (or the file the caller passes, e.g.
+``crm_settings``' ``analytics_config`` from ``CRM_ANALYTICS_CONFIG``) overrides any
+of them. See ``docs/analytics/README.md`` for what each setting means.
 """
 
 from __future__ import annotations
@@ -10,22 +10,18 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from crm_store.services.errors import InvalidInput
+from crm_store.errors import InvalidInput
 from crm_store.settings import PROJECT_ROOT
 
-CONFIG_ENV = "CRM_ANALYTICS_CONFIG"
-MODEL_ENV = "CRM_CHURN_MODEL"
 DEFAULT_CONFIG_PATH = PROJECT_ROOT / "config" / "analytics.yml"
 DEFAULT_MODEL_PATH = PROJECT_ROOT / "var" / "models" / "churn.joblib"
 TIERS = ("platinum", "gold", "silver", "bronze")
-BANDS = ("low", "medium", "high")
 
 
 @dataclass(frozen=True)
@@ -124,13 +120,17 @@ class AnalyticsConfig:
 def load_config(path: str | Path | None = None) -> AnalyticsConfig:
     """Return the defaults overridden by the YAML file, when there is one.
 
+    Args:
+        path: the YAML file; default ``config/analytics.yml`` (a missing default
+            file means plain defaults, a missing explicit file is an error).
+
     Raises:
-        InvalidInput: the file names unknown settings or invalid values.
+        InvalidInput: the file is missing, names unknown settings or has invalid
+            values.
     """
-    explicit = path or os.environ.get(CONFIG_ENV)
-    resolved = Path(explicit or DEFAULT_CONFIG_PATH)
+    resolved = Path(path or DEFAULT_CONFIG_PATH)
     if not resolved.exists():
-        if explicit:
+        if path:
             raise InvalidInput(f"analytics config file {resolved} not found")
         return AnalyticsConfig()
     data = yaml.safe_load(resolved.read_text(encoding="utf-8")) or {}
@@ -147,5 +147,5 @@ def load_config(path: str | Path | None = None) -> AnalyticsConfig:
 
 
 def model_path(path: str | Path | None = None) -> Path:
-    """The churn model file: ``path``, ``$CRM_CHURN_MODEL`` or var/models/."""
-    return Path(path or os.environ.get(MODEL_ENV) or DEFAULT_MODEL_PATH)
+    """The churn model file: ``path``, or ``var/models/churn.joblib`` without one."""
+    return Path(path or DEFAULT_MODEL_PATH)

@@ -40,7 +40,7 @@ from crm_store.analytics.churn import (
 )
 from crm_store.analytics.config import AnalyticsConfig
 from crm_store.analytics.features import load_order_summary, load_purchases_between
-from crm_store.services.errors import InvalidInput
+from crm_store.errors import InvalidInput
 
 WEEK = np.timedelta64(7, "D")
 

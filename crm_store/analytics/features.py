@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import io
 
-import numpy as np
 import pandas as pd
 from sqlalchemy import Float, Integer, and_, case, cast, func, or_, select
 from sqlalchemy.orm import Session
@@ -28,7 +27,6 @@ COMPLAINT_INTENTS = ("complaint", "damaged_item", "delivery_delay")
 #: Conversation outcomes meaning the customer's issue was not resolved.
 UNRESOLVED_OUTCOMES = ("abandoned", "unresolved")
 LOW_CSAT = 2
-DAY = np.timedelta64(1, "D")
 
 
 def read_frame(session: Session, stmt: Select) -> pd.DataFrame:
@@ -57,6 +55,11 @@ def read_frame(session: Session, stmt: Select) -> pd.DataFrame:
         return pd.DataFrame(columns=columns)
     ids = {name: str for name in columns if name.endswith("id")}
     return pd.read_csv(buffer, names=columns, header=None, dtype=ids, na_values=[""])
+
+
+def newest_order_time(session: Session) -> dt.datetime | None:
+    """Return when the newest order was placed, or None when there are no orders."""
+    return session.execute(select(func.max(Order.placed_at))).scalar()
 
 
 def load_customers(session: Session) -> pd.DataFrame:

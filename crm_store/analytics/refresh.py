@@ -59,8 +59,8 @@ from crm_store.analytics.features import (
 )
 from crm_store.analytics.rfm import compute_rfm
 from crm_store.analytics.tiers import churn_bands, value_tiers
+from crm_store.errors import InvalidInput
 from crm_store.models import CustomerScore, utcnow
-from crm_store.services.errors import InvalidInput
 
 logger = logging.getLogger(__name__)
 ProgressFn = Callable[[str, int, int], None]

@@ -13,8 +13,8 @@ from typing import Any
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
+from crm_store.errors import InvalidInput
 from crm_store.models import CENT, CustomerScore
-from crm_store.services.errors import InvalidInput
 
 
 @dataclass(frozen=True)

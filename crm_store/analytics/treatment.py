@@ -1,14 +1,14 @@
 """Treatment rules: how the bot and the handoff queue treat a customer.
 
 Reads the customer's ``customer_scores`` row (one primary-key read) and applies the
-rules of a YAML file (``config/treatment.yml``, or the path in the environment
-variable ``CRM_TREATMENT_RULES``). Unknown, unscored or anonymous customers get
-the file's ``default`` treatment. See ``docs/analytics/README.md``.
+rules of a YAML file (``config/treatment.yml``, or the path the caller passes,
+e.g. ``crm_settings``' ``treatment_rules`` from ``CRM_TREATMENT_RULES``). Unknown,
+unscored or anonymous customers get the file's ``default`` treatment. See
+``docs/analytics/README.md``.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -17,12 +17,11 @@ from typing import Any
 import yaml
 from sqlalchemy.orm import Session
 
+from crm_store.errors import InvalidInput
 from crm_store.models import CustomerScore
-from crm_store.services.errors import InvalidInput
 from crm_store.settings import PROJECT_ROOT
 
 DEFAULT_RULES_PATH = PROJECT_ROOT / "config" / "treatment.yml"
-RULES_ENV = "CRM_TREATMENT_RULES"
 MATCH_FIELDS = ("value_tier", "churn_band", "rfm_segment")
 SETTINGS = (
     "offer_human_after_fallbacks",
@@ -162,13 +161,12 @@ def load_rules(path: str | Path | None = None) -> TreatmentRules:
     """Load the rules file (cached until the file changes).
 
     Args:
-        path: the YAML file; default ``$CRM_TREATMENT_RULES`` or
-            ``config/treatment.yml``.
+        path: the YAML file; default ``config/treatment.yml``.
 
     Raises:
         InvalidInput: the file is missing or malformed.
     """
-    resolved = Path(path or os.environ.get(RULES_ENV) or DEFAULT_RULES_PATH)
+    resolved = Path(path or DEFAULT_RULES_PATH)
     try:
         mtime = resolved.stat().st_mtime
     except OSError:
@@ -181,15 +179,18 @@ def treatment_for_customer(
     *,
     customer_id: str | None,
     rules: TreatmentRules | None = None,
+    rules_path: str | Path | None = None,
 ) -> Treatment:
     """Return how to treat ``customer_id`` (default treatment if unknown/unscored).
 
     Args:
         session: an open session; only the customer's score row is read.
         customer_id: the customer, or None for an unidentified contact.
-        rules: rules to apply (default: :func:`load_rules`).
+        rules: rules to apply (default: ``load_rules(rules_path)``).
+        rules_path: the rules file when ``rules`` is not given (default
+            ``config/treatment.yml``).
     """
-    rules = rules or load_rules()
+    rules = rules or load_rules(rules_path)
     score = session.get(CustomerScore, customer_id) if customer_id else None
     values: dict[str, str | None] = {
         key: getattr(score, key) if score is not None else None for key in MATCH_FIELDS

@@ -7,8 +7,8 @@ import datetime as dt
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from crm_store.errors import InvalidInput, NotFound, StoreError
 from crm_store.models import AuditLog, ChannelIdentity, Customer, utcnow
-from crm_store.services.errors import InvalidInput, NotFound, StoreError
 from crm_store.services.normalize import mask, normalize_identity
 
 FIELDS = ("email", "phone")

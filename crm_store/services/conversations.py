@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import select, update
+from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from crm_store.errors import InvalidInput, NotFound
 from crm_store.models import CHANNELS, Conversation, utcnow
-from crm_store.services.errors import InvalidInput, NotFound
 
 OUTCOMES = ("self_served", "escalated", "abandoned")
 
@@ -88,15 +88,3 @@ def close_inactive_conversations(
         .execution_options(synchronize_session=False)
     )
     return result.rowcount or 0
-
-
-def conversations_for_customer(
-    session: Session, *, customer_id: str
-) -> list[Conversation]:
-    """Return a customer's conversations, newest first."""
-    stmt = (
-        select(Conversation)
-        .where(Conversation.customer_id == customer_id)
-        .order_by(Conversation.started_at.desc())
-    )
-    return list(session.execute(stmt).scalars())

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
+from crm_store.errors import NotFound
 from crm_store.models import ChannelIdentity, Customer, Order
-from crm_store.services.errors import NotFound
 
 
 @dataclass(frozen=True)
@@ -88,3 +88,9 @@ def search_customers(
         .limit(limit)
     )
     return list(session.execute(stmt).scalars())
+
+
+def customer_first_name(session: Session, *, customer_id: str) -> str | None:
+    """Return the customer's first name, or None for an unknown customer."""
+    customer = session.get(Customer, customer_id)
+    return customer.first_name if customer is not None else None

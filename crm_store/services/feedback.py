@@ -6,8 +6,8 @@ import datetime as dt
 
 from sqlalchemy.orm import Session
 
+from crm_store.errors import InvalidInput
 from crm_store.models import Conversation, utcnow
-from crm_store.services.errors import InvalidInput
 from crm_store.services.interactions import NewInteraction, append_interaction
 
 CSAT_MIN, CSAT_MAX = 1, 5

@@ -9,9 +9,9 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
+from crm_store.errors import InvalidInput
 from crm_store.models import CHANNELS, Handoff, utcnow
-from crm_store.services.errors import InvalidInput
-from crm_store.services.returns import known_conversation_id
+from crm_store.services.links import known_conversation_id
 
 AMSTERDAM = ZoneInfo("Europe/Amsterdam")
 # Human agents: Mon-Fri 08:00-20:00, Sat 09:00-17:00 (Europe/Amsterdam).

@@ -92,6 +92,22 @@ def link_conversation_customer(
     return result.rowcount or 0
 
 
+def touch_open_conversation(
+    session: Session, *, conversation_id: str, at: dt.datetime
+) -> Conversation | None:
+    """Move an open conversation's last activity forward to ``at``.
+
+    A closed or missing conversation is left alone; an earlier ``at`` changes
+    nothing. Returns the conversation if it exists and is open, else None.
+    """
+    conversation = session.get(Conversation, conversation_id)
+    if conversation is None or conversation.status != "open":
+        return None
+    if at > conversation.last_activity_at:
+        conversation.last_activity_at = at
+    return conversation
+
+
 def mark_escalated(session: Session, *, conversation_id: str) -> None:
     """Record that a conversation was handed to a human (it stays open)."""
     conversation = session.get(Conversation, conversation_id)

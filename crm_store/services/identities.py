@@ -9,8 +9,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from crm_store.errors import InvalidInput, NotFound
 from crm_store.models import AuditLog, ChannelIdentity, Customer, utcnow
-from crm_store.services.errors import InvalidInput, NotFound
 from crm_store.services.normalize import normalize_identity
 
 

@@ -8,12 +8,12 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from crm_store.db import dialect_insert
+from crm_store.errors import InvalidInput
 from crm_store.models import AUTHORS, CHANNELS, DIRECTIONS, Interaction, utcnow
-from crm_store.services.errors import InvalidInput
 
 MAX_PAGE_SIZE = 200
 MAX_TEXT_LENGTH = 20_000
@@ -165,11 +165,3 @@ def transcript(session: Session, *, conversation_id: str) -> list[Interaction]:
         .order_by(Interaction.occurred_at, Interaction.id)
     )
     return list(session.execute(stmt).scalars())
-
-
-def count_interactions(session: Session, *, customer_id: str | None = None) -> int:
-    """Count interactions, of one customer or of all."""
-    stmt = select(func.count()).select_from(Interaction)
-    if customer_id is not None:
-        stmt = stmt.where(Interaction.customer_id == customer_id)
-    return session.execute(stmt).scalar_one()

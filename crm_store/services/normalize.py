@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 
+from crm_store.errors import InvalidInput
 from crm_store.models import IDENTITY_KINDS
-from crm_store.services.errors import InvalidInput
 
 _PHONE_STRIP = re.compile(r"[\s\-().]")
 _E164 = re.compile(r"^\+[1-9]\d{6,14}$")

@@ -6,8 +6,8 @@ import datetime as dt
 
 from sqlalchemy.orm import Session
 
+from crm_store.errors import StoreError
 from crm_store.models import AuditLog, Order, utcnow
-from crm_store.services.errors import StoreError
 from crm_store.services.orders import get_order_for_customer
 
 CANCELLABLE_STATUSES = ("placed", "paid")

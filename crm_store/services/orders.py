@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
+import datetime as dt
+from dataclasses import dataclass
+from decimal import Decimal
+
+from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
+from crm_store.errors import InvalidInput, NotFound, NotOwner
 from crm_store.models import Order
-from crm_store.services.errors import InvalidInput, NotFound, NotOwner
+from crm_store.services.shipping import DeliveryWindow, expected_delivery
 
 MAX_ORDERS_PAGE = 100
 ORDER_NOT_FOUND = "order not found"
@@ -40,13 +45,6 @@ def orders_for_customer(
     if statuses:
         stmt = stmt.where(Order.status.in_(statuses))
     return list(session.execute(stmt).scalars())
-
-
-def count_orders(session: Session, *, customer_id: str) -> int:
-    """Return how many orders the customer has placed."""
-    return session.execute(
-        select(func.count()).select_from(Order).where(Order.customer_id == customer_id)
-    ).scalar_one()
 
 
 def get_order_for_customer(
@@ -92,3 +90,69 @@ def verify_order_postcode(
     if squash(order.customer.postcode) == squash(postcode) and squash(postcode):
         return order.customer_id
     return None
+
+
+@dataclass(frozen=True)
+class OrderSummary:
+    """What a customer may be told about one of their orders, as plain values.
+
+    Safe to use after the session closed (no lazy loads); ``delivery`` is the
+    expected delivery window of a shipped order, else None.
+    """
+
+    id: str
+    status: str
+    total: Decimal
+    currency: str
+    placed_at: dt.datetime
+    shipped_at: dt.datetime | None
+    delivered_at: dt.datetime | None
+    cancelled_at: dt.datetime | None
+    updated_at: dt.datetime
+    carrier: str | None
+    tracking_number: str | None
+    delivery: DeliveryWindow | None
+
+
+def summarize_order(order: Order) -> OrderSummary:
+    """Return the customer-facing summary of a loaded order."""
+    return OrderSummary(
+        id=order.id,
+        status=order.status,
+        total=order.total,
+        currency=order.currency,
+        placed_at=order.placed_at,
+        shipped_at=order.shipped_at,
+        delivered_at=order.delivered_at,
+        cancelled_at=order.cancelled_at,
+        updated_at=order.updated_at,
+        carrier=order.carrier,
+        tracking_number=order.tracking_number,
+        delivery=expected_delivery(order),
+    )
+
+
+def order_summary(
+    session: Session, *, order_number: str, customer_id: str
+) -> OrderSummary:
+    """Return the summary of the customer's order.
+
+    Raises:
+        NotFound: no such order, or (``NotOwner``) it belongs to someone else.
+        InvalidInput: ``order_number`` is not an order number.
+    """
+    return summarize_order(
+        get_order_for_customer(
+            session, order_number=order_number, customer_id=customer_id
+        )
+    )
+
+
+def recent_order_summaries(
+    session: Session, *, customer_id: str, limit: int = 5
+) -> list[OrderSummary]:
+    """Return summaries of the customer's most recent orders, newest first."""
+    return [
+        summarize_order(order)
+        for order in orders_for_customer(session, customer_id=customer_id, limit=limit)
+    ]

@@ -8,8 +8,9 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from crm_store.models import Conversation, Order, Product, Ticket, utcnow
-from crm_store.services.errors import StoreError
+from crm_store.errors import StoreError
+from crm_store.models import Order, Product, Ticket, utcnow
+from crm_store.services.links import known_conversation_id
 from crm_store.services.numbering import new_reference
 from crm_store.services.orders import get_order_for_customer
 
@@ -131,10 +132,3 @@ def start_return(
     session.add(ticket)
     session.flush()
     return ticket
-
-
-def known_conversation_id(session: Session, conversation_id: str | None) -> str | None:
-    """Return the id if that conversation is stored (the FK needs it), else None."""
-    if conversation_id and session.get(Conversation, conversation_id) is not None:
-        return conversation_id
-    return None

@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from crm_store.errors import InvalidInput, NotFound, NotOwner, StoreError
 from crm_store.models import Customer, Ticket, utcnow
-from crm_store.services.errors import InvalidInput, NotFound, NotOwner, StoreError
+from crm_store.services.links import known_conversation_id
 from crm_store.services.numbering import new_reference
 from crm_store.services.orders import get_order_for_customer
-from crm_store.services.returns import known_conversation_id
 
 DAMAGE_REPORT_DAYS = 30
 MAX_SUBJECT = 200
@@ -163,13 +163,3 @@ def ticket_status(
         ticket.created_at,
         ticket.updated_at,
     )
-
-
-def open_tickets_for_customer(session: Session, *, customer_id: str) -> list[Ticket]:
-    """Return the customer's tickets that are not closed, newest first."""
-    stmt = (
-        select(Ticket)
-        .where(Ticket.customer_id == customer_id, Ticket.status != "closed")
-        .order_by(Ticket.created_at.desc())
-    )
-    return list(session.execute(stmt).scalars())

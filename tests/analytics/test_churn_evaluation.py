@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typer.testing import CliRunner
 
-from bot.cli import app
+from cli.main import app
 from crm_store.analytics.config import AnalyticsConfig
 from crm_store.analytics.evaluate import run_evaluation
 from crm_store.seeding import DEFAULT_AS_OF

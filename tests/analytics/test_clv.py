@@ -7,7 +7,7 @@ import pytest
 
 from crm_store.analytics import clv
 from crm_store.analytics.config import AnalyticsConfig
-from crm_store.services.errors import InvalidInput
+from crm_store.errors import InvalidInput
 
 TRUE_BG = clv.BgNbdParams(r=0.8, alpha=12.0, a=0.9, b=3.5)
 TRUE_GG = clv.GammaGammaParams(p=6.0, q=4.0, gamma=60.0)

@@ -12,9 +12,9 @@ from crm_store.analytics.refresh import refresh_scores
 from crm_store.analytics.service import customer_scores, segment_summary
 from crm_store.analytics.treatment import treatment_for_customer
 from crm_store.db import make_session_factory
+from crm_store.errors import InvalidInput
 from crm_store.models import Conversation, Customer, CustomerScore, Interaction, Order
 from crm_store.seeding import DEFAULT_AS_OF, seed_directory
-from crm_store.services.errors import InvalidInput
 
 DEMO = __import__("pathlib").Path(__file__).resolve().parents[2] / "data" / "demo"
 AS_OF = DEFAULT_AS_OF

@@ -12,8 +12,8 @@ from crm_store.analytics.treatment import (
     treatment_for_customer,
 )
 from crm_store.db import make_session_factory
+from crm_store.errors import InvalidInput
 from crm_store.models import Customer, CustomerScore
-from crm_store.services.errors import InvalidInput
 
 AS_OF = dt.datetime(2026, 11, 1, 12)
 
@@ -81,16 +81,20 @@ def test_ordinary_customer_gets_the_default_settings(scored):
     )
 
 
-def test_rules_file_path_comes_from_the_environment(tmp_path: Path, monkeypatch):
+def test_rules_file_path_is_passed_by_the_caller(scored, tmp_path: Path, monkeypatch):
     path = tmp_path / "rules.yml"
     path.write_text(
         "default: {offer_human_after_fallbacks: 3}\n"
         "rules:\n  - when: {value_tier: silver}\n    handoff_priority_boost: 7\n"
     )
-    monkeypatch.setenv("CRM_TREATMENT_RULES", str(path))
-    rules = load_rules()
-    t = rules.apply({"value_tier": "silver"})
+    t = load_rules(path).apply({"value_tier": "silver"})
     assert (t.offer_human_after_fallbacks, t.handoff_priority_boost) == (3, 7)
+    with scored() as session:
+        t = treatment_for_customer(session, customer_id="S1", rules_path=path)
+    assert (t.offer_human_after_fallbacks, t.handoff_priority_boost) == (3, 7)
+    # crm_store never reads the environment: only the caller chooses the file.
+    monkeypatch.setenv("CRM_TREATMENT_RULES", str(path))
+    assert load_rules().apply({"value_tier": "silver"}).handoff_priority_boost == 0
 
 
 @pytest.mark.parametrize(

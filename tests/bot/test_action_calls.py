@@ -12,8 +12,8 @@ from jsonschema import ValidationError, validate
 from rasa.core.actions.action import RemoteAction
 from rasa.utils.endpoints import EndpointConfig
 
-from bot.action_calls import _validate_action_result, install_cached_validation
-from bot.rasa_server import FALLBACK_MARK, FallbackActionEndpoint
+from bot.patches.action_calls import _validate_action_result, install_cached_validation
+from bot.server import FALLBACK_MARK, FallbackActionEndpoint
 
 VALID: list[dict[str, Any]] = [
     {"events": [], "responses": []},
@@ -52,8 +52,16 @@ def test_cached_validation_rejects_what_rasa_rejects(result: dict[str, Any]) -> 
     assert "Failed to validate Action server response" in ours.value.message
 
 
-def test_install_replaces_the_remote_action_check() -> None:
+def test_install_replaces_the_remote_action_check(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # monkeypatch puts Rasa's own method back after the test
+    monkeypatch.setattr(
+        RemoteAction, "_validate_action_result", RemoteAction._validate_action_result
+    )
     install_cached_validation()
+    install_cached_validation()  # idempotent
+    assert RemoteAction._validate_action_result is _validate_action_result
     action = RemoteAction("action_greet", EndpointConfig("http://127.0.0.1:1"))
     assert action._validate_action_result({"events": [], "responses": []})
     with pytest.raises(ValidationError):

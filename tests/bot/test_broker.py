@@ -12,10 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rasa.utils.endpoints import EndpointConfig
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import Engine
 
 from bot.broker import ContactHistoryBroker, event_id_for
+from crm_settings import get_settings
 from crm_store.db import make_session_factory
 from crm_store.models import Conversation, Customer, Interaction
 from crm_store.services.interactions import transcript
@@ -317,6 +319,73 @@ def test_dead_writer_process_is_restarted(empty_engine: Engine) -> None:
     finally:
         broker.stop()
     assert [r.text for r in rows_of(empty_engine, sender)] == ["before", "after"]
+
+
+WRITER_VARIABLES = (
+    "CRM_DATABASE_URL",
+    "CRM_HISTORY_WRITER",
+    "CRM_INACTIVITY_TIMEOUT_MINUTES",
+    "CRM_IDLE_CHECK_SECONDS",
+)
+
+
+@pytest.fixture()
+def writer_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
+    """No writer variables set; the settings are re-read before and after."""
+    for name in WRITER_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    get_settings.cache_clear()
+    yield monkeypatch
+    get_settings.cache_clear()
+
+
+def endpoint_config(**kwargs: Any) -> EndpointConfig:
+    return EndpointConfig(type="bot.broker.ContactHistoryBroker", **kwargs)
+
+
+async def test_endpoint_config_applies_when_settings_are_unset(
+    writer_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path / 'kwargs.db'}"
+    broker = await ContactHistoryBroker.from_endpoint_config(
+        endpoint_config(
+            database_url=url,
+            writer="thread",
+            inactivity_timeout_minutes=45,
+            idle_check_seconds=7,
+            flush_interval_ms=50,
+            batch_size=20,
+        )
+    )
+    try:
+        assert (broker.mode, broker._database_url) == ("thread", url)
+        assert broker.settings.inactivity_timeout == dt.timedelta(minutes=45)
+        assert broker.settings.idle_check_interval == 7
+        assert (broker.settings.flush_interval, broker.settings.batch_size) == (
+            0.05,
+            20,
+        )
+    finally:
+        broker.stop()
+
+
+async def test_settings_override_the_endpoint_config(
+    writer_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path / 'settings.db'}"
+    writer_env.setenv("CRM_DATABASE_URL", url)
+    writer_env.setenv("CRM_HISTORY_WRITER", "thread")
+    writer_env.setenv("CRM_INACTIVITY_TIMEOUT_MINUTES", "5")
+    writer_env.setenv("CRM_IDLE_CHECK_SECONDS", "2.5")
+    broker = await ContactHistoryBroker.from_endpoint_config(
+        endpoint_config(writer="process", inactivity_timeout_minutes=45)
+    )
+    try:
+        assert (broker.mode, broker._database_url) == ("thread", url)
+        assert broker.settings.inactivity_timeout == dt.timedelta(minutes=5)
+        assert broker.settings.idle_check_interval == 2.5
+    finally:
+        broker.stop()
 
 
 def test_unknown_writer_mode_is_a_clear_error() -> None:

@@ -6,13 +6,12 @@ import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from tests.conftest import DEMO_DIR, ROOT
 
-CRM = [sys.executable, "-m", "bot.cli"]
+CRM = [sys.executable, "-m", "cli.main"]
 
 
 def crm(*args: str, url: str | None = None) -> subprocess.CompletedProcess:
@@ -120,5 +119,9 @@ def test_fixture_copy_is_verbatim():
         assert (DEMO_DIR / path.name).read_bytes() == path.read_bytes(), path.name
 
 
-def test_module_entry_point_exists():
-    assert Path(ROOT / "bot" / "cli.py").is_file()
+def test_module_entry_point_runs():
+    result = subprocess.run(
+        [sys.executable, "-m", "cli", "--help"], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert "seed" in result.stdout

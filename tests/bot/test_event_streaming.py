@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from rasa.core.brokers.broker import EventBroker
 from rasa.core.tracker_store import InMemoryTrackerStore, TrackerStore
 from rasa.shared.core.domain import Domain
 from rasa.shared.core.events import (
@@ -17,23 +18,17 @@ from rasa.shared.core.events import (
 )
 from rasa.shared.core.trackers import DialogueStateTracker
 
-from bot.event_streaming import install_counted_streaming, stored_count
+from bot.patches.event_streaming import install_counted_streaming, stored_count
 
 
-class RecordingBroker:
-    """Keeps what Rasa publishes (a stand-in for a real broker's interface)."""
+class RecordingBroker(EventBroker):
+    """A Rasa event broker that keeps what the tracker store publishes."""
 
     def __init__(self) -> None:
         self.published: list[dict[str, Any]] = []
 
     def publish(self, event: dict[str, Any]) -> None:
         self.published.append(event)
-
-    def is_ready(self) -> bool:
-        return True
-
-    async def close(self) -> None:
-        return None
 
 
 class CountingStore(InMemoryTrackerStore):

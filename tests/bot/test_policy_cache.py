@@ -1,10 +1,19 @@
-"""The LRU store and settings behind the TED prediction cache."""
+"""The LRU store behind the TED prediction cache, and installing it on TEDPolicy.
+
+That cached predictions equal TED's own is tested on the trained model in
+``tests/e2e/test_prediction_cache_on_model.py``.
+"""
 
 from __future__ import annotations
 
-import pytest
+from collections.abc import Iterator
 
-from bot.policy_cache import PredictionCache, freeze, size_from_env
+import pytest
+from rasa.core.policies.ted_policy import TEDPolicy
+
+from bot.patches.policy_cache import PredictionCache, freeze, install_policy_cache
+
+STOCK = TEDPolicy.predict_action_probabilities
 
 
 def test_states_freeze_independently_of_dict_order() -> None:
@@ -30,21 +39,29 @@ def test_least_recently_used_entries_go_first() -> None:
     )
 
 
-@pytest.mark.parametrize(("raw", "size"), [("0", 0), (" 128 ", 128)])
-def test_size_from_environment(
-    monkeypatch: pytest.MonkeyPatch, raw: str, size: int
-) -> None:
-    monkeypatch.setenv("CRM_POLICY_CACHE_SIZE", raw)
-    assert size_from_env() == size
+@pytest.fixture()
+def stock_ted() -> Iterator[None]:
+    install_policy_cache(0)
+    yield
+    install_policy_cache(0)  # leave TED as Rasa ships it for other tests
+    assert TEDPolicy.predict_action_probabilities is STOCK
 
 
-@pytest.mark.parametrize("raw", ["-1", "many", "1.5"])
-def test_bad_size_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, raw: str) -> None:
-    monkeypatch.setenv("CRM_POLICY_CACHE_SIZE", raw)
-    with pytest.raises(ValueError, match="CRM_POLICY_CACHE_SIZE must be"):
-        size_from_env()
+def test_install_wraps_ted_once_and_zero_restores_it(stock_ted: None) -> None:
+    assert install_policy_cache(128) == 128
+    wrapped = TEDPolicy.predict_action_probabilities
+    assert wrapped is not STOCK
+    assert wrapped.__wrapped_stock__ is STOCK
+    assert install_policy_cache(128) == 128
+    assert TEDPolicy.predict_action_probabilities is wrapped  # idempotent
+    install_policy_cache(64)
+    assert TEDPolicy.predict_action_probabilities.__wrapped_stock__ is STOCK
+    assert install_policy_cache(0) == 0
+    assert TEDPolicy.predict_action_probabilities is STOCK
 
 
-def test_default_size(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("CRM_POLICY_CACHE_SIZE", raising=False)
-    assert size_from_env() == 4096
+@pytest.mark.parametrize("bad", [-1, 1.5, "128", None])
+def test_bad_size_is_a_clear_error(stock_ted: None, bad: object) -> None:
+    with pytest.raises(ValueError, match="policy_cache_size"):
+        install_policy_cache(bad)  # type: ignore[arg-type]
+    assert TEDPolicy.predict_action_probabilities is STOCK

@@ -5,9 +5,10 @@ The session-scoped ``stack`` fixture:
   shifted to now, as ``crm run`` does);
 - trains the model if the training data changed (``bot.training.ensure_model``;
   a cached model is reused);
-- writes its own ``endpoints.yml`` (action server on a free port, broker flushing
-  every 50 ms) and starts the action server and the guarded Rasa server
-  (``python -m bot.rasa_server``) on free ports, never 5005/5055;
+- starts a ``runtime.stack.BotStack`` (the one start-up ``crm run`` and the
+  latency bench use too): the action server and the guarded Rasa server
+  (``python -m bot.server``) on free ports, never 5005/5055, with its own
+  ``endpoints.yml`` (broker flushing every 50 ms) and logs in the tmp dir;
 - stops both at the end of the session.
 
 Set ``CRM_E2E_PROJECT`` to run against another Rasa project directory (used to
@@ -28,19 +29,11 @@ import pytest
 import requests
 from sqlalchemy.orm import sessionmaker
 
-from bot.runtime import (
-    ServerProcess,
-    action_server_argv,
-    action_url,
-    free_port,
-    process_env,
-    rasa_server_argv,
-    write_runtime_endpoints,
-)
 from bot.training import ensure_model
 from crm_store.db import make_engine, make_session_factory
 from crm_store.migrate import upgrade
 from crm_store.seeding import seed_directory
+from runtime.stack import BotStack
 
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT = Path(os.environ.get("CRM_E2E_PROJECT", ROOT)).resolve()
@@ -60,8 +53,7 @@ class Stack:
     identity_secret: str
     factory: sessionmaker
     workdir: Path
-    rasa: ServerProcess
-    actions: ServerProcess
+    processes: BotStack
     http: requests.Session = field(default_factory=requests.Session)
 
     def send(
@@ -84,13 +76,11 @@ class Stack:
 
     def stop_action_server(self) -> None:
         """Stop the action server (the Rasa server keeps running)."""
-        self.actions.stop()
+        self.processes.stop_action_server()
 
     def start_action_server(self) -> None:
         """(Re)start the action server and wait until it is healthy."""
-        if not self.actions.alive():
-            self.actions.start()
-        self.actions.wait_ready(START_TIMEOUT)
+        self.processes.start_action_server(START_TIMEOUT)
 
     def eventually(
         self,
@@ -124,12 +114,15 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         seed_directory(session, directory=DEMO_DIR)
 
     model = ensure_model(PROJECT)
-    rasa_port, action_port = free_port(), free_port()
-    endpoints = write_runtime_endpoints(
-        workdir / "endpoints.yml",
-        action_webhook=action_url(action_port),
-        source=PROJECT / "endpoints.yml",
-        overrides={
+    identity_secret = secrets.token_hex(16)
+    processes = BotStack(
+        database_url=database_url,
+        model=model,
+        workdir=workdir,
+        log_dir=workdir,
+        project=PROJECT,
+        extra_env={"CRM_IDENTITY_SECRET": identity_secret},
+        endpoint_overrides={
             "event_broker": {
                 "type": "bot.broker.ContactHistoryBroker",
                 "flush_interval_ms": 50,
@@ -137,48 +130,17 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             }
         },
     )
-    identity_secret = secrets.token_hex(16)
-    env = process_env(
-        database_url=database_url,
-        project=PROJECT,
-        extra={"CRM_IDENTITY_SECRET": identity_secret},
-    )
-    actions = ServerProcess(
-        "action server",
-        action_server_argv(port=action_port),
-        env=env,
-        cwd=PROJECT,
-        log_path=workdir / "actions.log",
-        ready_url=f"http://127.0.0.1:{action_port}/health",
-    )
-    rasa = ServerProcess(
-        "rasa server",
-        rasa_server_argv(
-            model=model,
-            endpoints=endpoints,
-            port=rasa_port,
-        ),
-        env=env,
-        cwd=PROJECT,
-        log_path=workdir / "rasa.log",
-        ready_url=f"http://127.0.0.1:{rasa_port}/",
-    )
-    actions.start()
-    rasa.start()
     try:
-        actions.wait_ready(START_TIMEOUT)
-        rasa.wait_ready(START_TIMEOUT)
+        processes.up(START_TIMEOUT)
         yield Stack(
-            rasa_url=f"http://127.0.0.1:{rasa_port}",
-            action_url=action_url(action_port),
+            rasa_url=processes.rasa_url,
+            action_url=processes.action_url,
             database_url=database_url,
             identity_secret=identity_secret,
             factory=factory,
             workdir=workdir,
-            rasa=rasa,
-            actions=actions,
+            processes=processes,
         )
     finally:
-        rasa.stop()
-        actions.stop()
+        processes.stop()
         engine.dispose()

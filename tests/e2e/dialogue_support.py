@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from bot.identity_assertion import metadata_for
+from channels.identity_assertion import metadata_for
 from crm_store.models import Customer, Order, Ticket, utcnow
 from crm_store.services.interactions import transcript
 from crm_store.services.returns import return_window_days

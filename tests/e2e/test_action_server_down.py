@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 
-from bot.rasa_server import FALLBACK_MARK
+from bot.server import FALLBACK_MARK
 from crm_store.services.interactions import transcript
 
 FORBIDDEN = ("Traceback", "Exception", "Error", "RasaException", "5055")

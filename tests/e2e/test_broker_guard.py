@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from bot.rasa_server import BROKER_GUARD_EXIT
-from bot.runtime import free_port, process_env
+from bot.server import BROKER_GUARD_EXIT
 from bot.training import ensure_model
+from runtime.processes import free_port, process_env, rasa_server_argv
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -32,17 +31,7 @@ def start_rasa(
             }
         )
     )
-    argv = [
-        sys.executable,
-        "-m",
-        "bot.rasa_server",
-        "--model",
-        str(model),
-        "--endpoints",
-        str(endpoints),
-        "--port",
-        str(free_port()),
-    ]
+    argv = rasa_server_argv(model=model, endpoints=endpoints, port=free_port())
     env = process_env(
         database_url=f"sqlite:///{tmp_path / 'crm.db'}", extra=extra_env or {}
     )
@@ -61,7 +50,7 @@ def start_rasa(
     [
         ("bot.brokers_typo.ContactHistoryBroker", "cannot be imported"),
         ("bot.broker.NoSuchBroker", "cannot be imported"),
-        ("bot.runtime.ServerProcess", "is not a Rasa EventBroker"),
+        ("runtime.processes.ServerProcess", "is not a Rasa EventBroker"),
     ],
 )
 def test_unloadable_broker_stops_the_server_before_start(
@@ -89,7 +78,7 @@ def test_bad_tuning_settings_stop_the_server_with_a_clear_error(
         {variable: value},
     )
     assert result.returncode == 2, result.stderr[-2000:]
-    assert f"{variable} must be" in result.stderr
+    assert f"error: invalid settings: {variable}='{value}'" in result.stderr
     assert "Rasa server is up and running" not in result.stdout + result.stderr
 
 

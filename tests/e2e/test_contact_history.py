@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from bot.identity_assertion import metadata_for
+from channels.identity_assertion import metadata_for
 from crm_store.models import Conversation
 from crm_store.services.interactions import timeline, transcript
 

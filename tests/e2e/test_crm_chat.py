@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_crm_chat_prints_the_bots_replies(stack) -> None:
     sender = f"e2e-chat-{uuid.uuid4().hex[:8]}"
     result = subprocess.run(
-        [sys.executable, "-m", "bot.cli", "chat", "--url", stack.rasa_url]
+        [sys.executable, "-m", "cli.main", "chat", "--url", stack.rasa_url]
         + ["--sender", sender],
         input="hello\n/quit\n",
         capture_output=True,
@@ -40,7 +40,7 @@ def test_crm_chat_prints_the_bots_replies(stack) -> None:
 
 def test_crm_chat_reports_an_unreachable_bot(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "bot.cli", "chat", "--url", "http://127.0.0.1:9"],
+        [sys.executable, "-m", "cli.main", "chat", "--url", "http://127.0.0.1:9"],
         input="hello\n",
         capture_output=True,
         text=True,

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from bot.runtime import free_port, wait_until_ready
 from crm_store.db import make_engine, make_session_factory
 from crm_store.services.interactions import transcript
+from runtime.processes import free_port, wait_until_ready
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -35,7 +35,7 @@ def test_crm_run_serves_the_bot_and_stops_everything_on_ctrl_c(
     }
     log = (tmp_path / "run.log").open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bot.cli", "run"],
+        [sys.executable, "-m", "cli.main", "run"],
         cwd=ROOT,
         env=env,
         stdout=log,

@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from crm_store.errors import InvalidInput, NotFound, NotOwner
 from crm_store.models import (
     AuditLog,
     ChannelIdentity,
@@ -28,7 +29,6 @@ from crm_store.services import (
     shipping,
     tickets,
 )
-from crm_store.services.errors import InvalidInput, NotFound, NotOwner
 
 NOW = DEFAULT_AS_OF
 

@@ -11,13 +11,13 @@ import pytest
 from sqlalchemy import func, select
 
 from crm_store.db import make_engine, make_session_factory, retry_when_locked
+from crm_store.errors import InvalidInput, NotFound
 from crm_store.models import Conversation, Customer, Interaction
 from crm_store.services.conversations import (
     close_conversation,
     close_inactive_conversations,
     open_conversation,
 )
-from crm_store.services.errors import InvalidInput, NotFound
 from crm_store.services.interactions import (
     NewInteraction,
     append_interaction,

@@ -8,9 +8,9 @@ import threading
 import pytest
 from sqlalchemy import select
 
+from crm_store.errors import InvalidInput, NotFound, NotOwner
 from crm_store.models import AuditLog, ChannelIdentity, Customer, Order
 from crm_store.services.customers import customer_profile, search_customers
-from crm_store.services.errors import InvalidInput, NotFound, NotOwner
 from crm_store.services.identities import (
     find_customer_by_identity,
     link_identity,

@@ -1,6 +1,6 @@
 """Start the Rasa server with two guards that plain ``rasa run`` lacks.
 
-``python -m bot.rasa_server --model M --endpoints E --credentials C --port P``
+``python -m bot.server --model M --endpoints E --credentials C --port P``
 
 1. Event broker guard: Rasa only logs a warning when a custom event broker
    (``event_broker.type: bot.broker.ContactHistoryBroker``) cannot be imported,
@@ -14,12 +14,12 @@
    customer hears back at once and the turn is logged by the broker like any
    other. Validation rejections (HTTP 400) keep Rasa's own handling.
 3. Less work per turn: keep-alive connections to the action server and a
-   response validator compiled once (``bot.action_calls``); the response
-   selector only runs for FAQ messages (``bot.response_selection``); at most
-   ``CRM_MAX_CONCURRENT_TURNS`` turns run at once (``bot.turn_gate``); a
+   response validator compiled once (``bot.patches.action_calls``); the response
+   selector only runs for FAQ messages (``bot.patches.response_selection``); at most
+   ``CRM_MAX_CONCURRENT_TURNS`` turns run at once (``bot.patches.turn_gate``); a
    turn's new events reach the broker without re-reading the tracker
-   (``bot.event_streaming``); TEDPolicy predictions are remembered per
-   dialogue state (``bot.policy_cache``, ``CRM_POLICY_CACHE_SIZE``).
+   (``bot.patches.event_streaming``); TEDPolicy predictions are remembered per
+   dialogue state (``bot.patches.policy_cache``, ``CRM_POLICY_CACHE_SIZE``).
 """
 
 from __future__ import annotations
@@ -36,16 +36,13 @@ from typing import Any
 import aiohttp
 from rasa.utils.endpoints import ClientResponseError, EndpointConfig
 
-from bot.action_calls import PooledSession, install_cached_validation
-from bot.event_streaming import install_counted_streaming
-from bot.policy_cache import install_policy_cache
-from bot.response_selection import install_intent_gated_selection
-from bot.turn_gate import install_turn_gate
+from bot.patches import RasaVersionError, install_all
+from bot.patches.action_calls import PooledSession
+from crm_settings import Settings, SettingsError, get_settings
 
 logger = logging.getLogger(__name__)
 
 BROKER_GUARD_EXIT = 3
-DEFAULT_ACTION_TIMEOUT = 5.0
 APOLOGY = (
     "Sorry, something went wrong on our side and I can't finish that right now. "
     'Would you like to talk to a person? Just say "human" and a member of our '
@@ -199,22 +196,30 @@ def _after_start_check(expected: type | None) -> Any:
     return check
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Parse the subset of ``rasa run`` options this project uses."""
+def parse_args(
+    argv: list[str] | None = None, settings: Settings | None = None
+) -> argparse.Namespace:
+    """Parse the subset of ``rasa run`` options this project uses.
+
+    Args:
+        argv: the arguments (default ``sys.argv[1:]``).
+        settings: defaults of ``--port``, ``--interface`` and ``--action-timeout``
+            (default: :func:`crm_settings.get_settings`, which may raise
+            ``SettingsError``).
+    """
+    settings = settings or get_settings()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="Model file (.tar.gz).")
     parser.add_argument("--endpoints", default="endpoints.yml")
     parser.add_argument("--credentials", default=None)
-    parser.add_argument(
-        "--port", type=int, default=int(os.environ.get("RASA_PORT", 5005))
-    )
-    parser.add_argument("--interface", default="0.0.0.0")
+    parser.add_argument("--port", type=int, default=settings.rasa_port)
+    parser.add_argument("--interface", default=settings.rasa_interface)
     parser.add_argument("--cors", nargs="*", default=None)
     parser.add_argument("--enable-api", action="store_true")
     parser.add_argument(
         "--action-timeout",
         type=float,
-        default=float(os.environ.get("CRM_ACTION_TIMEOUT", DEFAULT_ACTION_TIMEOUT)),
+        default=settings.action_timeout,
         help="Seconds before an action call counts as failed.",
     )
     parser.add_argument("--debug", action="store_true")
@@ -223,7 +228,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     """Check the broker, wrap the action endpoint and serve (blocks)."""
-    args = parse_args(argv)
+    try:
+        settings = get_settings()
+    except SettingsError as error:
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        return 2
+    args = parse_args(argv, settings)
     from rasa.utils.common import configure_logging_and_warnings
     from rasa.utils.log_utils import configure_structlog
 
@@ -244,14 +254,13 @@ def main(argv: list[str] | None = None) -> int:
     from rasa.core.utils import AvailableEndpoints
 
     try:
-        install_turn_gate()
-        install_policy_cache()
-    except ValueError as error:
+        install_all(
+            max_concurrent_turns=settings.turn_limit,
+            policy_cache_size=settings.policy_cache_size,
+        )
+    except (RasaVersionError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr, flush=True)
         return 2
-    install_cached_validation()
-    install_intent_gated_selection()
-    install_counted_streaming()
     endpoints = AvailableEndpoints.read_endpoints(args.endpoints)
     listeners = [(_after_start_check(broker_class), "after_server_start")]
     if endpoints.action is not None:

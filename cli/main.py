@@ -5,17 +5,35 @@ from __future__ import annotations
 import datetime as dt
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
+import click
 import typer
 from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
+from typer.core import TyperGroup
 
-from bot.cli_analytics import analytics_app
-from bot.cli_common import DB_OPTION, err, out
-from bot.store import default_url, engine_for, safe_url, session_factory
+from cli.analytics import analytics_app
+from cli.common import DB_OPTION, database_url, echo_sql, err, out, settings
+from crm_settings import SettingsError
+from crm_store.db import engine_for, safe_url, session_factory
+
+
+class _SettingsFirst(TyperGroup):
+    """Reads and validates every setting before any command runs (exit 2 if bad).
+
+    ``--help`` needs no settings, so it works whatever the environment holds.
+    """
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """Check the settings, then run the sub-command."""
+        if "--help" not in (*ctx.protected_args, *ctx.args):
+            settings()
+        return super().invoke(ctx)
+
 
 app = typer.Typer(
+    cls=_SettingsFirst,
     help="Northwind CRM: customer store, self-service bot and console.",
     no_args_is_help=True,
     add_completion=False,
@@ -32,12 +50,12 @@ app.add_typer(analytics_app, name="analytics")
 
 
 @db_app.command("upgrade")
-def db_upgrade(database_url: Optional[str] = DB_OPTION) -> None:
+def db_upgrade(db_url: Optional[str] = DB_OPTION) -> None:
     """Create or migrate the store's schema to the latest revision."""
     from crm_store.migrate import upgrade
 
-    url = database_url or default_url()
-    upgrade(engine_for(url))
+    url = database_url(db_url)
+    upgrade(engine_for(url, echo=echo_sql()))
     out.print(f"database at {safe_url(url)} is up to date")
 
 
@@ -50,7 +68,7 @@ def seed(
     no_shift: bool = typer.Option(
         False, "--no-shift", help="Keep the fixture's exact timestamps."
     ),
-    database_url: Optional[str] = DB_OPTION,
+    db_url: Optional[str] = DB_OPTION,
 ) -> None:
     """Validate and load a fixture directory (idempotent; all or nothing)."""
     from crm_store.migrate import upgrade
@@ -63,9 +81,9 @@ def seed(
             f"error: --as-of {as_of!r} is not a date-time like 2026-11-01T12:00:00"
         )
         raise typer.Exit(2) from None
-    url = database_url or default_url()
-    upgrade(engine_for(url))
-    factory = session_factory(url)
+    url = database_url(db_url)
+    upgrade(engine_for(url, echo=echo_sql()))
+    factory = session_factory(url, echo=echo_sql())
     with Progress(
         TextColumn("{task.description:<20}"),
         BarColumn(),
@@ -106,13 +124,14 @@ def seed(
 
 
 @customer_app.command("show")
-def customer_show(customer_id: str, database_url: Optional[str] = DB_OPTION) -> None:
+def customer_show(customer_id: str, db_url: Optional[str] = DB_OPTION) -> None:
     """Show a customer's profile, identities and recent orders."""
+    from crm_store.errors import NotFound
     from crm_store.services.customers import customer_profile
-    from crm_store.services.errors import NotFound
     from crm_store.services.orders import orders_for_customer
 
-    with session_factory(database_url).begin() as session:
+    factory = session_factory(database_url(db_url), echo=echo_sql())
+    with factory.begin() as session:
         try:
             profile = customer_profile(session, customer_id=customer_id)
         except NotFound:
@@ -151,11 +170,9 @@ def customer_show(customer_id: str, database_url: Optional[str] = DB_OPTION) -> 
 
 
 def _print_scores(session, customer_id: str) -> None:  # noqa: ANN001
-    """Print analytics scores when the analytics package provides them."""
-    try:
-        from crm_store.analytics.service import customer_scores
-    except ImportError:
-        return
+    """Print the customer's analytics scores when they have been computed."""
+    from crm_store.analytics.service import customer_scores
+
     scores = customer_scores(session, customer_id=customer_id)
     if scores is not None:
         out.print(str(scores), highlight=False)
@@ -168,14 +185,15 @@ def customer_timeline(
     cursor: Optional[str] = typer.Option(
         None, help="next_cursor of the previous page."
     ),
-    database_url: Optional[str] = DB_OPTION,
+    db_url: Optional[str] = DB_OPTION,
 ) -> None:
     """Show a customer's contact history on every channel, newest first."""
+    from crm_store.errors import InvalidInput, NotFound
     from crm_store.services.customers import get_customer
-    from crm_store.services.errors import InvalidInput, NotFound
     from crm_store.services.interactions import timeline
 
-    with session_factory(database_url).begin() as session:
+    factory = session_factory(database_url(db_url), echo=echo_sql())
+    with factory.begin() as session:
         try:
             get_customer(session, customer_id=customer_id)
             page = timeline(
@@ -209,10 +227,9 @@ def bench_store(
     ),
     samples: int = typer.Option(2000, min=10, help="Timed appends / timeline reads."),
     backend: list[str] = typer.Option(["sqlite", "postgresql"], help="Backends."),
-    pg_url: str = typer.Option(
-        "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres",
-        envvar="CRM_BENCH_PG_URL",
-        help="Server URL; a scratch database is created.",
+    pg_url: Optional[str] = typer.Option(
+        None,
+        help="Server URL; a scratch database is created (default: CRM_BENCH_PG_URL).",
     ),
 ) -> None:
     """Store benchmark: bulk load rate, append and timeline p50/p99."""
@@ -223,7 +240,7 @@ def bench_store(
         interactions=interactions,
         samples=samples,
         backends=backend,
-        pg_url=pg_url,
+        pg_url=pg_url or settings().bench_pg_url,
         console=out,
     )
 
@@ -236,10 +253,10 @@ def bench_analytics(
     orders_per_customer: float = typer.Option(
         4.0, min=0.1, help="Mean orders per customer."
     ),
-    pg_url: str = typer.Option(
-        "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres",
-        envvar="CRM_BENCH_PG_URL",
-        help="Server URL; a scratch database is created and dropped.",
+    pg_url: Optional[str] = typer.Option(
+        None,
+        help="Server URL; a scratch database is created and dropped "
+        "(default: CRM_BENCH_PG_URL).",
     ),
 ) -> None:
     """Analytics benchmark: full and incremental refresh time (PostgreSQL)."""
@@ -248,7 +265,7 @@ def bench_analytics(
     run_analytics_bench(
         sizes=customers,
         orders_per_customer=orders_per_customer,
-        pg_url=pg_url,
+        pg_url=pg_url or settings().bench_pg_url,
         console=out,
     )
 
@@ -273,11 +290,11 @@ def bench_latency(
 
 
 @app.command()
-def run(database_url: Optional[str] = DB_OPTION) -> None:
+def run(db_url: Optional[str] = DB_OPTION) -> None:
     """Start everything on the embedded default with demo data (Ctrl-C stops)."""
-    from bot.supervisor import run as run_all
+    from runtime.supervisor import run as run_all
 
-    raise typer.Exit(run_all(database_url or default_url()))
+    raise typer.Exit(run_all(database_url(db_url)))
 
 
 @app.command()
@@ -297,20 +314,20 @@ def train(
 
 @app.command()
 def chat(
-    url: str = typer.Option(
-        "http://127.0.0.1:5005",
+    url: Optional[str] = typer.Option(
+        None,
         "--url",
-        envvar="CRM_CHAT_URL",
-        help="Rasa server (REST webhook).",
+        help="Rasa server (REST webhook; default: CRM_CHAT_URL, else "
+        "http://127.0.0.1:RASA_PORT).",
     ),
     sender: Optional[str] = typer.Option(
         None, "--sender", help="Conversation id (default: a new random one)."
     ),
 ) -> None:
     """Talk to the running bot in the terminal (Ctrl-D or /quit ends)."""
-    from bot.chat import run_chat
+    from cli.chat import run_chat
 
-    raise typer.Exit(run_chat(url, sender, console=out))
+    raise typer.Exit(run_chat(url or settings().rasa_url, sender, console=out))
 
 
 def main() -> None:
@@ -319,6 +336,9 @@ def main() -> None:
         app()
     except KeyboardInterrupt:
         sys.exit(130)
+    except SettingsError as error:  # read lazily by a library after start-up
+        err.print(f"error: {error}", markup=False, highlight=False)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -1,15 +1,19 @@
 """Run the ResponseSelector only for messages that are retrieval questions.
 
+Replaces Rasa 3.6's ``ResponseSelector.process`` with ``gated_process``, which
+calls the stock method for retrieval-intent messages only.
+
 Rasa's ``ResponseSelector`` predicts a response for every message, although the
 prediction is only read when the message's intent is the selector's retrieval
-intent (``faq`` here: ``utter_faq`` reads it, nothing else does). Profiling
-showed that prediction costs ~4.4 ms per message, a tenth of a whole turn.
+intent (``faq`` here: ``utter_faq`` reads it, nothing else does). Measured cost
+removed (profiling, docs/benchmarks.md): ~4.4 ms per non-FAQ message, a tenth of
+a whole turn at the time.
 
 ``install_intent_gated_selection`` makes a selector that has a retrieval intent
 skip messages whose top intent (set by DIETClassifier, earlier in the pipeline)
 is something else; those messages carry no ``response_selector`` property, which
 Rasa reads as "no retrieval response". What the bot answers does not change.
-The Rasa server started by ``bot.rasa_server`` installs it; training and
+The Rasa server started by ``bot.server`` installs it; training and
 ``rasa test`` use the stock component (a subclass in ``config.yml`` would trip
 Rasa's name-based checks in ``rasa test nlu`` and the recipe validator).
 """
@@ -44,6 +48,7 @@ def install_intent_gated_selection() -> None:
     global _stock_process
     from rasa.nlu.selectors.response_selector import ResponseSelector
 
-    if _stock_process is None:
-        _stock_process = ResponseSelector.process
+    if ResponseSelector.process is gated_process:
+        return
+    _stock_process = ResponseSelector.process
     ResponseSelector.process = gated_process  # type: ignore[method-assign]

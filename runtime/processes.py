@@ -1,8 +1,9 @@
-"""Process wiring shared by ``crm run``, the e2e harness and the benchmark.
+"""Building blocks of the bot's processes (``runtime.stack`` assembles them).
 
-Builds the command lines of the Rasa server (through ``bot.rasa_server``) and the
-action server, writes a runtime copy of ``endpoints.yml`` pointing at the action
-server's actual port, and waits for HTTP readiness.
+Builds the command lines of the Rasa server (through ``bot.server``) and the
+action server, their environment, a runtime copy of ``endpoints.yml`` pointing
+at the action server's actual port, and ``ServerProcess``: one child process
+with readiness polling and a clean stop.
 """
 
 from __future__ import annotations
@@ -21,12 +22,9 @@ from typing import Any
 
 import yaml
 
-from crm_store.settings import PROJECT_ROOT
+from crm_settings import PROJECT_ROOT
 
 DEFAULT_CREDENTIALS = PROJECT_ROOT / "credentials.yml"
-
-DEFAULT_RASA_PORT = 5005
-DEFAULT_ACTION_PORT = 5055
 
 
 def free_port() -> int:
@@ -80,7 +78,7 @@ def rasa_server_argv(
     enable_api: bool = False,
     interface: str = "127.0.0.1",
 ) -> list[str]:
-    """Command line of the guarded Rasa server (``python -m bot.rasa_server``).
+    """Command line of the guarded Rasa server (``python -m bot.server``).
 
     ``credentials`` defaults to the project's ``credentials.yml``; it is passed
     only when the file exists.
@@ -89,7 +87,7 @@ def rasa_server_argv(
     argv = [
         sys.executable,
         "-m",
-        "bot.rasa_server",
+        "bot.server",
         "--model",
         str(model),
         "--endpoints",
@@ -127,7 +125,11 @@ def process_env(
     project: Path = PROJECT_ROOT,
     extra: dict[str, str] | None = None,
 ) -> dict[str, str]:
-    """Environment for the bot processes: store URL and import path."""
+    """Environment for the bot processes: this process's, plus store URL and path.
+
+    The only place in ``runtime`` that touches ``os.environ``: children inherit
+    it, so their own ``crm_settings`` see the same variables.
+    """
     paths = [str(PROJECT_ROOT)]
     if project.resolve() != PROJECT_ROOT:
         paths.insert(0, str(project))
@@ -174,7 +176,7 @@ def wait_until_ready(
 
 
 class ServerProcess:
-    """A server child process with its output in a log file (harness, benchmark)."""
+    """A server child process: start, readiness, log tail and a clean stop."""
 
     def __init__(
         self,
@@ -183,20 +185,43 @@ class ServerProcess:
         *,
         env: dict[str, str],
         cwd: Path,
-        log_path: Path,
         ready_url: str,
+        log_path: Path | None = None,
+        new_session: bool = True,
     ) -> None:
-        """Describe the process; ``start`` launches it."""
+        """Describe the process; ``start`` launches it.
+
+        Args:
+            name: shown in messages.
+            argv: command line.
+            env: the child's whole environment (see ``process_env``).
+            cwd: working directory.
+            ready_url: answers 2xx once the server is ready.
+            log_path: file the output is appended to (None: this process's
+                stdout and stderr).
+            new_session: run in a session of its own, so a Ctrl-C in the
+                terminal does not reach it (the owner stops it); False leaves it
+                in the terminal's process group.
+        """
         self.name = name
         self.argv = argv
         self.env = env
         self.cwd = cwd
         self.log_path = log_path
         self.ready_url = ready_url
+        self.new_session = new_session
         self.popen: subprocess.Popen | None = None
 
     def start(self) -> None:
-        """Launch the process (output appended to ``log_path``)."""
+        """Launch the process."""
+        if self.log_path is None:
+            self.popen = subprocess.Popen(
+                self.argv,
+                cwd=self.cwd,
+                env=self.env,
+                start_new_session=self.new_session,
+            )
+            return
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self.popen = subprocess.Popen(
@@ -205,12 +230,21 @@ class ServerProcess:
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                start_new_session=True,
+                start_new_session=self.new_session,
             )
 
     def alive(self) -> bool:
         """True while the process runs."""
         return self.popen is not None and self.popen.poll() is None
+
+    @property
+    def returncode(self) -> int | None:
+        """The exit code once the process has exited, else None."""
+        return self.popen.poll() if self.popen is not None else None
+
+    def ready(self) -> bool:
+        """True if ``ready_url`` answers 2xx now."""
+        return http_ok(self.ready_url)
 
     def wait_ready(self, timeout: float) -> None:
         """Wait for ``ready_url``; raise with the log's tail if it never answers."""
@@ -224,20 +258,36 @@ class ServerProcess:
 
     def log_tail(self, lines: int = 40) -> str:
         """The last ``lines`` lines of the process log."""
-        if not self.log_path.is_file():
+        if self.log_path is None or not self.log_path.is_file():
             return "(no log)"
         text = self.log_path.read_text(errors="replace").splitlines()
         return "\n".join(text[-lines:])
 
-    def stop(self, timeout: float = 20.0) -> int | None:
-        """SIGTERM (then SIGKILL after ``timeout``); return the exit code."""
+    def terminate(self) -> None:
+        """Send SIGTERM if the process runs (``wait`` collects it)."""
+        if self.alive():
+            self.popen.send_signal(signal.SIGTERM)
+
+    def wait(self, timeout: float = 20.0) -> int | None:
+        """Wait up to ``timeout`` for the exit (then SIGKILL); return the exit code."""
         if self.popen is None:
             return None
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait(5)
+        try:
+            self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait(5)
         return self.popen.returncode
+
+    def stop(self, timeout: float = 20.0) -> int | None:
+        """SIGTERM (then SIGKILL after ``timeout``); return the exit code."""
+        self.terminate()
+        return self.wait(timeout)
+
+
+def stop_all(processes: list[ServerProcess], timeout: float = 20.0) -> None:
+    """Stop ``processes`` together: SIGTERM to all first, then wait for each."""
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        process.wait(timeout)

@@ -8,9 +8,10 @@ from typing import Optional
 
 import typer
 from rich.progress import BarColumn, Progress, TextColumn
+from sqlalchemy.orm import sessionmaker
 
-from bot.cli_common import DB_OPTION, err, out
-from bot.store import default_url, engine_for, session_factory
+from cli.common import DB_OPTION, database_url, echo_sql, err, out, settings
+from crm_store.db import engine_for, session_factory
 
 analytics_app = typer.Typer(
     help="RFM, CLV, value tiers and churn risk.", no_args_is_help=True
@@ -23,14 +24,13 @@ AS_OF_OPTION = typer.Option(
 MODEL_OPTION = typer.Option(
     None,
     "--model",
-    envvar="CRM_CHURN_MODEL",
-    help="Churn model file (default var/models/churn.joblib).",
+    help="Churn model file (default: CRM_CHURN_MODEL, else var/models/churn.joblib).",
 )
 CONFIG_OPTION = typer.Option(
     None,
     "--config",
-    envvar="CRM_ANALYTICS_CONFIG",
-    help="Analytics settings YAML (default config/analytics.yml).",
+    help="Analytics settings YAML (default: CRM_ANALYTICS_CONFIG, else "
+    "config/analytics.yml).",
 )
 
 
@@ -46,21 +46,28 @@ def _as_of(value: Optional[str]) -> Optional[dt.datetime]:
 
 def _config(path: Optional[Path]):  # noqa: ANN202
     from crm_store.analytics.config import load_config
-    from crm_store.services.errors import InvalidInput
+    from crm_store.errors import InvalidInput
 
     try:
-        return load_config(path)
+        return load_config(path or settings().analytics_config)
     except InvalidInput as exc:
         err.print(f"error: {exc}")
         raise typer.Exit(2) from None
 
 
-def _migrated(url: Optional[str]) -> str:
+def _model(path: Optional[Path]) -> Path:
+    from crm_store.analytics.config import model_path
+
+    return model_path(path or settings().churn_model)
+
+
+def _migrated(option: Optional[str]) -> sessionmaker:
+    """Migrate the store (``--database-url`` or the setting); return its sessions."""
     from crm_store.migrate import upgrade
 
-    url = url or default_url()
-    upgrade(engine_for(url))
-    return url
+    url = database_url(option)
+    upgrade(engine_for(url, echo=echo_sql()))
+    return session_factory(url, echo=echo_sql())
 
 
 @analytics_app.command("refresh")
@@ -71,14 +78,14 @@ def refresh(
     ),
     model: Optional[Path] = MODEL_OPTION,
     config: Optional[Path] = CONFIG_OPTION,
-    database_url: Optional[str] = DB_OPTION,
+    db_url: Optional[str] = DB_OPTION,
 ) -> None:
     """Recompute every customer's scores; write only the rows that changed."""
     from crm_store.analytics.refresh import refresh_scores
-    from crm_store.services.errors import InvalidInput
+    from crm_store.errors import InvalidInput
 
-    when, settings = _as_of(as_of), _config(config)
-    url = _migrated(database_url)
+    when, knobs = _as_of(as_of), _config(config)
+    factory = _migrated(db_url)
     with Progress(
         TextColumn("{task.description:<8}"),
         BarColumn(),
@@ -92,12 +99,12 @@ def refresh(
             bar.update(task, description=stage, completed=done, total=total)
 
         try:
-            with session_factory(url).begin() as session:
+            with factory.begin() as session:
                 report = refresh_scores(
                     session,
                     as_of=when,
-                    config=settings,
-                    model_file=model,
+                    config=knobs,
+                    model_file=_model(model),
                     full=full,
                     progress=progress,
                 )
@@ -120,25 +127,24 @@ def train(
     as_of: Optional[str] = AS_OF_OPTION,
     model: Optional[Path] = MODEL_OPTION,
     config: Optional[Path] = CONFIG_OPTION,
-    database_url: Optional[str] = DB_OPTION,
+    db_url: Optional[str] = DB_OPTION,
 ) -> None:
     """Train the churn model on all fully observed history and save it."""
     from crm_store.analytics.churn import save_model, train_churn_model
-    from crm_store.analytics.config import model_path
     from crm_store.analytics.refresh import default_as_of
-    from crm_store.services.errors import InvalidInput
+    from crm_store.errors import InvalidInput
 
-    when, settings = _as_of(as_of) or default_as_of(), _config(config)
-    url = _migrated(database_url)
+    when, knobs = _as_of(as_of) or default_as_of(), _config(config)
+    factory = _migrated(db_url)
     try:
-        with session_factory(url).begin() as session:
+        with factory.begin() as session:
             fitted = train_churn_model(
-                session, as_of=when, horizon_days=settings.churn_horizon_days
+                session, as_of=when, horizon_days=knobs.churn_horizon_days
             )
     except InvalidInput as exc:
         err.print(f"error: {exc}")
         raise typer.Exit(1) from None
-    path = model_path(model)
+    path = _model(model)
     save_model(fitted, path)
     out.print(
         f"churn model {fitted.version} ({fitted.rows} rows) saved to {path}",
@@ -161,32 +167,31 @@ def evaluate(
     ),
     model: Optional[Path] = MODEL_OPTION,
     config: Optional[Path] = CONFIG_OPTION,
-    database_url: Optional[str] = DB_OPTION,
+    db_url: Optional[str] = DB_OPTION,
 ) -> None:
     """Evaluate churn and CLV on a time split; write Markdown + PNG charts."""
     import pandas as pd
-    from sqlalchemy import func, select
 
     from crm_store.analytics.churn import save_model, train_churn_model
-    from crm_store.analytics.config import model_path
     from crm_store.analytics.evaluate import run_evaluation, write_report
-    from crm_store.analytics.features import load_customers, load_order_summary
+    from crm_store.analytics.features import (
+        load_customers,
+        load_order_summary,
+        newest_order_time,
+    )
     from crm_store.analytics.rfm import compute_rfm
-    from crm_store.models import Order
-    from crm_store.services.errors import InvalidInput
+    from crm_store.errors import InvalidInput
 
-    settings = _config(config)
-    url = _migrated(database_url)
-    with session_factory(url).begin() as session:
-        when = (
-            _as_of(as_of) or session.execute(select(func.max(Order.placed_at))).scalar()
-        )
+    knobs = _config(config)
+    factory = _migrated(db_url)
+    with factory.begin() as session:
+        when = _as_of(as_of) or newest_order_time(session)
         if when is None:
             err.print("error: the store has no orders to evaluate")
             raise typer.Exit(1)
         try:
             with err.status("training and evaluating on the time split"):
-                evaluation, _ = run_evaluation(session, as_of=when, config=settings)
+                evaluation, _ = run_evaluation(session, as_of=when, config=knobs)
                 rfm = compute_rfm(
                     load_customers(session).index,
                     load_order_summary(session, until=when),
@@ -194,7 +199,7 @@ def evaluate(
                 )
                 fitted = (
                     train_churn_model(
-                        session, as_of=when, horizon_days=settings.churn_horizon_days
+                        session, as_of=when, horizon_days=knobs.churn_horizon_days
                     )
                     if save
                     else None
@@ -205,8 +210,11 @@ def evaluate(
     segments = rfm["rfm_segment"].value_counts()
     path = write_report(evaluation, output, segments=pd.Series(segments))
     if fitted is not None:
-        save_model(fitted, model_path(model))
-        out.print(f"saved churn model {fitted.version} to {model_path(model)}")
+        model_file = _model(model)
+        save_model(fitted, model_file)
+        out.print(
+            f"saved churn model {fitted.version} to {model_file}", highlight=False
+        )
     out.print(f"report: {path}", highlight=False)
     out.print(
         f"churn AUC: {evaluation.auc:.2f} (recency-only baseline "

@@ -1,21 +1,26 @@
 """Remember TEDPolicy predictions per dialogue state instead of recomputing them.
 
-Profiling showed TEDPolicy as the largest cost of a turn: ~6.5 ms per call, two
-calls per turn, most of it TensorFlow's per-call overhead, not arithmetic. When
-TED does not use message text (no end-to-end stories, as here), its prediction is
-a pure function of the last ``max_history`` dialogue states: intents, entities,
-previous actions, featurized slots and the active form. Those states repeat
-across conversations (every greeting, every FAQ question in the same place of a
-conversation looks the same to TED).
+Replaces Rasa 3.6's ``TEDPolicy.predict_action_probabilities`` with a wrapper
+that looks the prediction up in an LRU cache before calling the stock method.
 
-``install_policy_cache`` wraps ``TEDPolicy.predict_action_probabilities``: it
-computes the states with TED's own featurizer (~0.5 ms), and on a state sequence
-seen before returns a copy of the earlier prediction; otherwise it runs TED and
-keeps the result (least recently used entries are evicted). With end-to-end text
-features the cache stays out of the way. The size comes from
-``CRM_POLICY_CACHE_SIZE`` (default 4096 state sequences; 0 disables the cache).
-Install it before the model is loaded: Rasa's graph looks the method up then.
-Every 5,000 predictions the server logs the cache's fill and hit rate.
+Why: TEDPolicy is the largest cost of a turn, ~6.5 ms per call, two calls per
+turn, most of it TensorFlow's per-call overhead, not arithmetic. When TED does
+not use message text (no end-to-end stories, as here), its prediction is a pure
+function of the last ``max_history`` dialogue states: intents, entities, previous
+actions, featurized slots and the active form. Those states repeat across
+conversations. Measured cost removed (in process, the latency bench's
+conversations, docs/benchmarks.md): 28.5 -> 16.7 ms CPU per turn, 94 % hits,
+replies identical.
+
+The wrapper computes the states with TED's own featurizer (~0.5 ms); on a state
+sequence seen before it returns a copy of the earlier prediction, otherwise it
+runs TED and keeps the result (least recently used entries are evicted). With
+end-to-end text features the cache stays out of the way. The size is passed in
+(``Settings.policy_cache_size``: ``CRM_POLICY_CACHE_SIZE``, default 4096 state
+sequences; 0 disables the cache). Install it before the model is loaded: Rasa's
+graph looks the method up then. Every 5,000 predictions the server logs the
+cache's fill and hit rate. Exactness is tested on the real model over every
+turn of the test stories (``tests/e2e/test_prediction_cache_on_model.py``).
 """
 
 from __future__ import annotations
@@ -26,17 +31,11 @@ import logging
 from collections import OrderedDict
 from typing import Any
 
-from bot.env_settings import non_negative_int
+from bot.patches.values import whole_number
 
-DEFAULT_SIZE = 4096
 REPORT_EVERY = 5000  # predictions between two hit-rate log lines
 
 logger = logging.getLogger(__name__)
-
-
-def size_from_env() -> int:
-    """``CRM_POLICY_CACHE_SIZE`` as a non-negative int (clear error otherwise)."""
-    return non_negative_int("CRM_POLICY_CACHE_SIZE", DEFAULT_SIZE)
 
 
 def freeze(value: Any) -> Any:
@@ -126,13 +125,26 @@ def state_key(
     return freeze(states)
 
 
-def install_policy_cache(size: int | None = None) -> int:
-    """Wrap ``TEDPolicy.predict_action_probabilities``; return the size (0: off)."""
-    size = size_from_env() if size is None else size
+def check_size(size: int) -> int:
+    """``size`` if it is a whole number >= 0 (ValueError naming the setting)."""
+    return whole_number(size, setting="policy_cache_size", env="CRM_POLICY_CACHE_SIZE")
+
+
+def install_policy_cache(size: int) -> int:
+    """Wrap ``TEDPolicy.predict_action_probabilities``; return the size (0: off).
+
+    Idempotent for the same size; 0 restores Rasa's own method.
+
+    Raises:
+        ValueError: ``size`` is negative or not a whole number.
+    """
+    check_size(size)
     from rasa.core.policies.ted_policy import TEDPolicy
 
-    stock = TEDPolicy.predict_action_probabilities
-    stock = getattr(stock, "__wrapped_stock__", stock)
+    current = TEDPolicy.predict_action_probabilities
+    if getattr(current, "__cache_size__", None) == size:
+        return size
+    stock = getattr(current, "__wrapped_stock__", current)
     if size == 0:
         TEDPolicy.predict_action_probabilities = stock  # type: ignore[method-assign]
         return 0
@@ -162,5 +174,6 @@ def install_policy_cache(size: int | None = None) -> int:
         return copy_of(found)
 
     predict_action_probabilities.__wrapped_stock__ = stock  # type: ignore[attr-defined]
+    predict_action_probabilities.__cache_size__ = size  # type: ignore[attr-defined]
     TEDPolicy.predict_action_probabilities = predict_action_probabilities  # type: ignore[method-assign]
     return size

@@ -2,19 +2,19 @@
 
 The REST webhook is the public web chat, so anyone can put anything in
 ``metadata``. A channel connector (or the web chat page, after login) that knows
-who the sender is signs ``sender|kind|value`` with ``CRM_IDENTITY_SECRET``; the
-actions trust a claim only if the signature matches. No secret configured means
-no claim is trusted.
+who the sender is signs ``sender|kind|value`` with the shared secret
+(``CRM_IDENTITY_SECRET``, read by ``crm_settings``; callers pass it in, see
+:func:`secret_value`); the actions trust a claim only if the signature matches. No
+secret configured means no claim is trusted.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 from typing import Any
 
-SECRET_ENV = "CRM_IDENTITY_SECRET"
+from crm_settings import Settings
 
 
 def sign(secret: str, sender: str, kind: str, value: str) -> str:
@@ -52,6 +52,9 @@ def verified_identity(
     return kind, value
 
 
-def secret_from_env() -> str | None:
-    """Return the signing secret from the environment, read at call time."""
-    return os.environ.get(SECRET_ENV) or None
+def secret_value(settings: Settings) -> str | None:
+    """Return the signing secret of ``settings`` in clear, or None when unset."""
+    secret = settings.identity_secret
+    if secret is None:
+        return None
+    return secret.get_secret_value() or None

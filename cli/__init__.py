@@ -1,0 +1,1 @@
+"""The ``crm`` command line, one module per topic; the only importer of ``bench``."""

@@ -1,0 +1,292 @@
+"""Rasa tracker events -> conversations and interactions in the customer store.
+
+``HistoryRecorder.record`` applies one batch of event dicts in the caller's
+transaction, through ``crm_store`` services only: a user message opens or
+resumes the sender's conversation (a closed one is followed by a new
+``<sender>~n``), goodbye closes it, the ``customer_id`` slot links it to the
+customer and the ``escalated`` slot marks it escalated. Every message becomes
+one interaction row.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from sqlalchemy.orm import Session
+
+from channels.names import DEFAULT_CHANNEL, channel_for
+from contact_history.events import (
+    CUSTOMER_SLOT,
+    ESCALATED_SLOT,
+    GOODBYE_INTENT,
+    event_id_for,
+    is_recorded,
+    occurred_at,
+)
+from crm_store.errors import InvalidInput
+from crm_store.services.conversations import close_conversation, open_conversation
+from crm_store.services.history import (
+    conversations_by_id,
+    latest_conversation,
+    link_conversation_customer,
+    mark_escalated,
+    next_conversation_id,
+    touch_open_conversation,
+)
+from crm_store.services.interactions import NewInteraction, append_interactions
+
+logger = logging.getLogger(__name__)
+
+
+class ConversationRow(Protocol):
+    """What the recorder reads of a conversation returned by the services."""
+
+    id: str
+    channel: str
+    customer_id: str | None
+    outcome: str | None
+    status: str
+
+
+@dataclass
+class ConversationState:
+    """What the recorder remembers about a sender's current conversation."""
+
+    conversation_id: str
+    channel: str
+    customer_id: str | None = None
+    escalated: bool = False
+    closed: bool = False
+
+    @classmethod
+    def of(cls, conversation: ConversationRow) -> ConversationState:
+        """The state of a stored conversation."""
+        return cls(
+            conversation_id=conversation.id,
+            channel=conversation.channel,
+            customer_id=conversation.customer_id,
+            escalated=conversation.outcome == "escalated",
+            closed=conversation.status != "open",
+        )
+
+
+class HistoryRecorder:
+    """Turns Rasa tracker events into conversations and interactions.
+
+    Not thread-safe: one recorder per writer thread. ``record`` runs in the
+    caller's transaction and only updates its cache after ``commit`` is called.
+    """
+
+    def __init__(self) -> None:
+        """Start with an empty cache of conversation states."""
+        self.states: dict[str, ConversationState] = {}
+        # Strong references for the batch: the session's identity map is weak, so
+        # without them every service lookup of a conversation would query again.
+        self._loaded: dict[str, ConversationRow] = {}
+
+    def record(
+        self, session: Session, events: Iterable[dict[str, Any]]
+    ) -> dict[str, ConversationState]:
+        """Apply ``events`` in ``session``; return the updated states to commit."""
+        self._loaded = {}
+        try:
+            with session.no_autoflush:
+                pending, rows = self._translate(session, events)
+            session.flush()  # conversations before the interactions referencing them
+            if rows:
+                append_interactions(session, items=rows)
+        finally:
+            self._loaded = {}
+        return pending
+
+    def commit(self, pending: dict[str, ConversationState]) -> None:
+        """Remember the states of a batch whose transaction committed."""
+        self.states.update(pending)
+
+    def forget(self) -> None:
+        """Drop the cache (after an idle sweep); states are re-read on demand."""
+        self.states = {}
+
+    def _keep(self, conversation: ConversationRow | None) -> None:
+        if conversation is not None:
+            self._loaded[conversation.id] = conversation
+
+    def _prefetch(self, session: Session, events: list[dict[str, Any]]) -> None:
+        """Load the cached conversations of a batch in one query, not one per event."""
+        wanted = {
+            state.conversation_id
+            for state in (self.states.get(e.get("sender_id") or "") for e in events)
+            if state is not None and not state.closed
+        }
+        if wanted:
+            for conversation in conversations_by_id(session, ids=wanted):
+                self._keep(conversation)
+
+    def _translate(
+        self, session: Session, events: Iterable[dict[str, Any]]
+    ) -> tuple[dict[str, ConversationState], list[NewInteraction]]:
+        pending: dict[str, ConversationState] = {}
+        rows: list[NewInteraction] = []
+        events = list(events)
+        self._prefetch(session, events)
+
+        def state_of(sender: str) -> ConversationState | None:
+            if sender in pending:
+                return pending[sender]
+            cached = self.states.get(sender)
+            return dataclasses.replace(cached) if cached else None
+
+        for event in events:
+            sender = event.get("sender_id")
+            kind = event.get("event")
+            if not sender or not is_recorded(event):
+                continue
+            at = occurred_at(event)
+            state = state_of(sender)
+            if kind == "user":
+                state = self._for_user(session, sender, state, event, at)
+                pending[sender] = state
+                intent = (event.get("parse_data") or {}).get("intent") or {}
+                _add(rows, event, state, "in", "customer", intent, at)
+                if intent.get("name") == GOODBYE_INTENT and not state.closed:
+                    outcome = "escalated" if state.escalated else "self_served"
+                    close_conversation(
+                        session,
+                        conversation_id=state.conversation_id,
+                        outcome=outcome,
+                        at=at,
+                    )
+                    state.closed = True
+            elif kind == "bot":
+                state = state or self._resume(session, sender, None, at)
+                pending[sender] = state
+                self._keep(
+                    touch_open_conversation(
+                        session, conversation_id=state.conversation_id, at=at
+                    )
+                )
+                _add(rows, event, state, "out", "bot", {}, at)
+            else:  # a tracked slot
+                if state is None:
+                    latest = latest_conversation(session, sender_id=sender)
+                    if latest is None:
+                        continue
+                    state = ConversationState.of(latest)
+                _apply_slot(session, state, event, rows)
+                pending[sender] = state
+        return pending, rows
+
+    def _for_user(
+        self,
+        session: Session,
+        sender: str,
+        state: ConversationState | None,
+        event: dict[str, Any],
+        at: dt.datetime,
+    ) -> ConversationState:
+        channel = channel_for(event.get("input_channel"))
+        if state is not None and not state.closed:
+            # Another writer (the idle closer, a second Rasa instance) may have
+            # closed it meanwhile: the database decides.
+            conversation = touch_open_conversation(
+                session, conversation_id=state.conversation_id, at=at
+            )
+            if conversation is not None:
+                self._keep(conversation)
+                return state
+        return self._resume(session, sender, channel, at, new_if_closed=True)
+
+    def _resume(
+        self,
+        session: Session,
+        sender: str,
+        channel: str | None,
+        at: dt.datetime,
+        *,
+        new_if_closed: bool = False,
+    ) -> ConversationState:
+        """Find the sender's open conversation in the store, or open a new one."""
+        latest = latest_conversation(session, sender_id=sender)
+        if latest is not None and (latest.status == "open" or not new_if_closed):
+            self._keep(latest)
+            touch_open_conversation(session, conversation_id=latest.id, at=at)
+            return ConversationState.of(latest)
+        conversation_id = next_conversation_id(session, sender_id=sender)
+        channel = channel or DEFAULT_CHANNEL
+        self._keep(
+            open_conversation(
+                session, conversation_id=conversation_id, channel=channel, at=at
+            )
+        )
+        return ConversationState(conversation_id=conversation_id, channel=channel)
+
+
+def _apply_slot(
+    session: Session,
+    state: ConversationState,
+    event: dict[str, Any],
+    rows: list[NewInteraction],
+) -> None:
+    """Link the customer or mark the escalation a tracked slot reports."""
+    name, value = event.get("name"), event.get("value")
+    if name == CUSTOMER_SLOT and value and value != state.customer_id:
+        state.customer_id = str(value)
+        link_conversation_customer(
+            session,
+            conversation_id=state.conversation_id,
+            customer_id=state.customer_id,
+        )
+        for index, row in enumerate(rows):
+            if row.conversation_id == state.conversation_id:
+                rows[index] = dataclasses.replace(row, customer_id=state.customer_id)
+    elif name == ESCALATED_SLOT and value is True and not state.escalated:
+        state.escalated = True
+        mark_escalated(session, conversation_id=state.conversation_id)
+
+
+def _add(
+    rows: list[NewInteraction],
+    event: dict[str, Any],
+    state: ConversationState,
+    direction: str,
+    author: str,
+    intent: dict[str, Any],
+    at: dt.datetime,
+) -> None:
+    """Append the interaction row of a message event (invalid ones are logged)."""
+    meta: dict[str, Any] = {}
+    if direction == "out":
+        metadata = event.get("metadata") or {}
+        for key in ("utter_action", "fallback"):
+            if metadata.get(key):
+                meta[key] = metadata[key]
+        buttons = (event.get("data") or {}).get("buttons") or []
+        if buttons:
+            meta["buttons"] = [b.get("title") for b in buttons if isinstance(b, dict)]
+    confidence = intent.get("confidence")
+    if confidence is not None:
+        confidence = min(max(float(confidence), 0.0), 1.0)
+    item = NewInteraction(
+        event_id=event_id_for(event),
+        channel=state.channel,
+        direction=direction,
+        author=author,
+        text=event.get("text"),
+        customer_id=state.customer_id,
+        conversation_id=state.conversation_id,
+        intent=intent.get("name"),
+        confidence=confidence,
+        occurred_at=at,
+        meta=meta,
+    )
+    try:
+        item.validated_row()
+    except InvalidInput as error:
+        logger.error("dropping an invalid %s event: %s", event.get("event"), error)
+        return
+    rows.append(item)

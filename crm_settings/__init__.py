@@ -1,0 +1,140 @@
+"""The one typed settings object of every process, read from the environment once.
+
+``get_settings()`` returns the process-wide ``Settings`` (read on first call);
+entry points (``crm``, the Rasa server, the action server, the writer process)
+call it at start-up and pass the values down. Nothing else reads ``os.environ``.
+Every variable is validated; a bad value raises ``SettingsError`` naming the
+variable, which entry points print before exiting with code 2.
+
+This package imports nothing of ours, so every other package may import it
+(``crm_store`` does not: it takes its values as arguments).
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseSettings, Field, SecretStr, ValidationError, validator
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_SQLITE_URL = f"sqlite:///{PROJECT_ROOT / 'var' / 'crm.db'}"
+
+__all__ = [
+    "PROJECT_ROOT",
+    "Settings",
+    "SettingsError",
+    "env_names",
+    "get_settings",
+    "load_settings",
+]
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value the application cannot use."""
+
+
+def _usable_cores() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class Settings(BaseSettings):
+    """Every setting of the application; the env name of each is in ``env=``."""
+
+    # Customer store
+    database_url: str = Field(DEFAULT_SQLITE_URL, env="CRM_DATABASE_URL")
+    echo_sql: bool = Field(False, env="CRM_ECHO_SQL")
+
+    # Processes and ports
+    rasa_port: int = Field(5005, env="RASA_PORT", ge=1, le=65535)
+    rasa_interface: str = Field("0.0.0.0", env="RASA_INTERFACE")
+    action_port: int = Field(5055, env="ACTION_PORT", ge=1, le=65535)
+    action_timeout: float = Field(5.0, env="CRM_ACTION_TIMEOUT", gt=0)
+
+    # Rasa server tuning
+    max_concurrent_turns: int | None = Field(None, env="CRM_MAX_CONCURRENT_TURNS", ge=0)
+    policy_cache_size: int = Field(4096, env="CRM_POLICY_CACHE_SIZE", ge=0)
+
+    # Contact-history writer
+    history_writer: Literal["process", "thread"] | None = Field(
+        None, env="CRM_HISTORY_WRITER"
+    )
+    inactivity_timeout_minutes: float | None = Field(
+        None, env="CRM_INACTIVITY_TIMEOUT_MINUTES", gt=0
+    )
+    idle_check_seconds: float | None = Field(None, env="CRM_IDLE_CHECK_SECONDS", gt=0)
+
+    # Verification
+    identity_secret: SecretStr | None = Field(None, env="CRM_IDENTITY_SECRET")
+
+    # Analytics
+    analytics_config: Path | None = Field(None, env="CRM_ANALYTICS_CONFIG")
+    churn_model: Path | None = Field(None, env="CRM_CHURN_MODEL")
+    treatment_rules: Path | None = Field(None, env="CRM_TREATMENT_RULES")
+
+    # Tools
+    chat_url: str | None = Field(None, env="CRM_CHAT_URL")
+    bench_pg_url: str = Field(
+        "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres",
+        env="CRM_BENCH_PG_URL",
+    )
+
+    class Config:
+        """Read the environment only; unknown variables are ignored."""
+
+        case_sensitive = True
+
+    @validator("database_url", "rasa_interface", "chat_url", "bench_pg_url")
+    def _not_blank(cls, value: str | None) -> str | None:  # noqa: N805
+        if value is not None and not value.strip():
+            raise ValueError("must not be empty")
+        return value.strip() if value is not None else None
+
+    @property
+    def turn_limit(self) -> int:
+        """Turns in flight at once: the setting, or two per usable core (0 = off)."""
+        if self.max_concurrent_turns is not None:
+            return self.max_concurrent_turns
+        return 2 * _usable_cores()
+
+    @property
+    def rasa_url(self) -> str:
+        """Base URL of the local Rasa server (``crm chat`` default)."""
+        return self.chat_url or f"http://127.0.0.1:{self.rasa_port}"
+
+
+def env_names() -> dict[str, str]:
+    """Map each environment variable to its ``Settings`` field."""
+    fields = Settings.__fields__.items()
+    return {field.field_info.extra["env"]: name for name, field in fields}
+
+
+def load_settings() -> Settings:
+    """Read and validate the environment now.
+
+    Raises:
+        SettingsError: one line per bad variable, naming it and its value.
+    """
+    try:
+        return Settings()
+    except ValidationError as error:
+        by_field = {name: env for env, name in env_names().items()}
+        lines = []
+        for problem in error.errors():
+            field = str(problem["loc"][0])
+            env = by_field.get(field, field)
+            raw = os.environ.get(env, "")
+            shown = "(secret)" if "SECRET" in env else repr(raw)
+            lines.append(f"{env}={shown}: {problem['msg']}")
+        raise SettingsError("invalid settings: " + "; ".join(lines)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read on first call (see ``load_settings``)."""
+    return load_settings()

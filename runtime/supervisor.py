@@ -1,0 +1,133 @@
+"""``crm run``: prepare the embedded store and supervise the bot's processes.
+
+The store is prepared first (migrations, demo data, scores), then the Rasa model
+is trained if its training data changed (``bot.training``). A ``BotStack`` (the
+action server on ``ACTION_PORT``, the Rasa server on ``RASA_PORT``, from
+``crm_settings``) is then started, watched and stopped together on Ctrl-C; if
+one process exits, all are stopped. Their logs go to stdout.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from crm_settings import PROJECT_ROOT, get_settings
+from runtime.stack import BotStack
+
+DEMO_DIR = PROJECT_ROOT / "data" / "demo"
+RUNTIME_DIR = PROJECT_ROOT / "var" / "run"
+STOP_TIMEOUT = 15.0
+
+Log = Callable[[str], None]
+
+
+def prepare_store(url: str, demo_dir: Path = DEMO_DIR) -> str:
+    """Migrate the store, load the demo data and refresh the analytics scores.
+
+    Scores feed the bot's treatment rules (``treatment_for_customer``), so they are
+    refreshed here (incrementally: only customers whose inputs changed are written).
+    Returns a one-line summary.
+    """
+    from crm_store.analytics.config import load_config
+    from crm_store.analytics.refresh import refresh_scores
+    from crm_store.db import engine_for, safe_url, session_factory
+    from crm_store.migrate import upgrade
+    from crm_store.seeding import seed_directory
+
+    upgrade(engine_for(url))
+    with session_factory(url).begin() as session:
+        report = seed_directory(session, directory=demo_dir)
+    with session_factory(url).begin() as session:
+        settings = get_settings()
+        scores = refresh_scores(
+            session,
+            config=load_config(settings.analytics_config),
+            model_file=settings.churn_model,
+        )
+    loaded = sum(report.inserted.values())
+    return (
+        f"store ready at {safe_url(url)} (demo data: {loaded} rows loaded, "
+        f"{sum(report.skipped.values())} already there; scores: {scores.written} of "
+        f"{scores.customers} customers updated)"
+    )
+
+
+def runtime_stack(url: str, model: Path) -> BotStack:
+    """The stack ``crm run`` supervises: ports and interface from the settings.
+
+    The children stay in this process's group (a Ctrl-C in the terminal reaches
+    them too) and log to stdout; endpoints go to ``var/run/endpoints.yml``.
+    """
+    settings = get_settings()
+    return BotStack(
+        database_url=url,
+        model=model,
+        workdir=RUNTIME_DIR,
+        log_dir=None,
+        rasa_port=settings.rasa_port,
+        action_port=settings.action_port,
+        rasa_interface=settings.rasa_interface,
+        cors="*",
+        new_session=False,
+    )
+
+
+def supervise(stack: BotStack, log: Log = print) -> int:
+    """Start ``stack``, wait until a process exits or Ctrl-C, then stop them all.
+
+    Announces once the Rasa server answers. Returns 0 after Ctrl-C (or SIGTERM),
+    else the exit code of the process that stopped first (1 if it was 0).
+    """
+    stopping = False
+
+    def stop(*_args: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    for process in stack.processes:
+        log(f"starting {process.name}: {' '.join(process.argv)}")
+    stack.start()
+    exit_code = 0
+    announced = False
+    while not stopping:
+        gone = stack.exited()
+        if gone is not None:
+            log(f"{gone.name} exited with code {gone.returncode}; stopping all")
+            exit_code = gone.returncode or 1
+            break
+        if not announced and stack.rasa.ready():
+            announced = True
+            log(
+                f"bot ready: POST {stack.rasa_url}/webhooks/rest/webhook "
+                "(try `crm chat`); Ctrl-C stops everything"
+            )
+        time.sleep(0.5)
+    stack.stop(STOP_TIMEOUT)
+    log("stopped")
+    return exit_code
+
+
+def run(url: str) -> int:
+    """Prepare the store and the model, then supervise the bot until Ctrl-C."""
+    from bot.training import TrainingError, ensure_model
+
+    def say(line: str) -> None:
+        print(line, flush=True)
+
+    say(prepare_store(url))
+    try:
+        model = ensure_model(log=say)
+    except TrainingError as error:
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        return 1
+    return supervise(runtime_stack(url, model), say)
+
+
+if __name__ == "__main__":
+    sys.exit(run(sys.argv[1]))
