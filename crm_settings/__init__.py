@@ -55,6 +55,10 @@ class Settings(BaseSettings):
     rasa_interface: str = Field("0.0.0.0", env="RASA_INTERFACE")
     action_port: int = Field(5055, env="ACTION_PORT", ge=1, le=65535)
     action_timeout: float = Field(5.0, env="CRM_ACTION_TIMEOUT", gt=0)
+    action_interface: str = Field("127.0.0.1", env="ACTION_INTERFACE")
+    # Shared secret Rasa -> action server; `crm run` generates one under var/
+    # when unset. The action server refuses every call without it.
+    action_token: SecretStr | None = Field(None, env="CRM_ACTION_TOKEN")
 
     # Rasa server tuning
     max_concurrent_turns: int | None = Field(None, env="CRM_MAX_CONCURRENT_TURNS", ge=0)
@@ -71,6 +75,25 @@ class Settings(BaseSettings):
 
     # Verification
     identity_secret: SecretStr | None = Field(None, env="CRM_IDENTITY_SECRET")
+    identity_assertion_ttl_seconds: int = Field(
+        300, env="CRM_IDENTITY_ASSERTION_TTL_SECONDS", gt=0, le=86400
+    )
+    verification_idle_minutes: float = Field(
+        30, env="CRM_VERIFICATION_IDLE_MINUTES", gt=0
+    )
+    step_up_minutes: float = Field(15, env="CRM_STEP_UP_MINUTES", gt=0)
+    order_lock_failures: int = Field(5, env="CRM_ORDER_LOCK_FAILURES", ge=1)
+    order_lock_minutes: float = Field(60, env="CRM_ORDER_LOCK_MINUTES", gt=0)
+    customer_lock_failures: int = Field(10, env="CRM_CUSTOMER_LOCK_FAILURES", ge=1)
+    verify_sender_limit: int = Field(10, env="CRM_VERIFY_SENDER_LIMIT", ge=1)
+    verify_client_limit: int = Field(30, env="CRM_VERIFY_CLIENT_LIMIT", ge=1)
+    handoff_sender_limit: int = Field(3, env="CRM_HANDOFF_SENDER_LIMIT", ge=1)
+
+    # Input limits at the edge (REST and every channel)
+    max_message_chars: int = Field(4000, env="CRM_MAX_MESSAGE_CHARS", ge=1)
+    max_metadata_bytes: int = Field(2048, env="CRM_MAX_METADATA_BYTES", ge=0)
+    max_request_bytes: int = Field(65536, env="CRM_MAX_REQUEST_BYTES", ge=1024)
+    broker_queue_limit: int = Field(10000, env="CRM_BROKER_QUEUE_LIMIT", ge=1)
 
     # Analytics
     analytics_config: Path | None = Field(None, env="CRM_ANALYTICS_CONFIG")
@@ -94,6 +117,12 @@ class Settings(BaseSettings):
         if value is not None and not value.strip():
             raise ValueError("must not be empty")
         return value.strip() if value is not None else None
+
+    @validator("identity_secret", "action_token")
+    def _long_secret(cls, value: SecretStr | None) -> SecretStr | None:  # noqa: N805
+        if value is not None and len(value.get_secret_value().encode()) < 32:
+            raise ValueError("must be at least 32 bytes (e.g. `openssl rand -hex 32`)")
+        return value
 
     @property
     def turn_limit(self) -> int:
@@ -129,7 +158,11 @@ def load_settings() -> Settings:
             field = str(problem["loc"][0])
             env = by_field.get(field, field)
             raw = os.environ.get(env, "")
-            shown = "(secret)" if "SECRET" in env else repr(raw)
+            shown = (
+                "(hidden)"
+                if any(w in env for w in ("SECRET", "TOKEN", "PASSWORD"))
+                else repr(raw)
+            )
             lines.append(f"{env}={shown}: {problem['msg']}")
         raise SettingsError("invalid settings: " + "; ".join(lines)) from None
 

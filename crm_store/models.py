@@ -164,6 +164,9 @@ class Order(Base):
     currency = Column(String(3), nullable=False, default="EUR")
     carrier = Column(String(32))
     tracking_number = Column(String(64))
+    # Where the order was delivered (the customer's postcode when it was placed);
+    # the postcode a customer proves an order with.
+    delivery_postcode = Column(String(16))
     shipped_at = Column(DateTime)
     delivered_at = Column(DateTime)
     cancelled_at = Column(DateTime)
@@ -217,9 +220,15 @@ class Conversation(Base):
     """One conversation on one channel (a Rasa sender id, an email thread, a call)."""
 
     __tablename__ = "conversations"
-    __table_args__ = (Index("ix_conversations_started", "started_at"),)
+    __table_args__ = (
+        Index("ix_conversations_started", "started_at"),
+        Index("ix_conversations_tracker_key", "tracker_key", "started_at"),
+    )
 
+    # Issued by the store (``next_conversation_id``), never derived from a sender.
     id = Column(String(128), primary_key=True)
+    # The Rasa tracker key (``rest:…``, ``telegram:…``) the conversation belongs to.
+    tracker_key = Column(String(255))
     customer_id = Column(String(32), ForeignKey("customers.id"), index=True)
     channel = Column(String(16), nullable=False)
     started_at = Column(DateTime, nullable=False, default=utcnow)
@@ -228,6 +237,8 @@ class Conversation(Base):
     status = Column(String(16), nullable=False, default="open")
     outcome = Column(String(16))
     csat = Column(Integer)
+    # Set when the bot asked for a rating; a rating is accepted only then, once.
+    csat_requested_at = Column(DateTime)
 
 
 class Interaction(Base):
@@ -384,3 +395,75 @@ __all__ = [
     "metadata",
     "utcnow",
 ]
+
+
+class VerificationAttempt(Base):
+    """One order-number + postcode check, kept for lock-outs and rate limits.
+
+    Counted across conversations and channels: per order, per customer (the
+    order's owner), per sender (tracker key) and per client address.
+    """
+
+    __tablename__ = "verification_attempts"
+    __table_args__ = (
+        Index("ix_verification_attempts_order", "order_id", "occurred_at"),
+        Index("ix_verification_attempts_customer", "customer_id", "occurred_at"),
+        Index("ix_verification_attempts_sender", "sender_key", "occurred_at"),
+        Index("ix_verification_attempts_client", "client_key", "occurred_at"),
+    )
+
+    id = Column(BigId, primary_key=True, autoincrement=True)
+    order_id = Column(String(32))
+    customer_id = Column(String(32))
+    sender_key = Column(String(255), nullable=False)
+    client_key = Column(String(64))
+    succeeded = Column(Boolean, nullable=False, default=False)
+    occurred_at = Column(DateTime, nullable=False, default=utcnow)
+
+
+class OneTimeCode(Base):
+    """A 6-digit code sent to an address to prove the customer controls it.
+
+    Only a salted hash of the code is stored; ``attempts`` counts wrong entries.
+    """
+
+    __tablename__ = "one_time_codes"
+    __table_args__ = (Index("ix_one_time_codes_customer", "customer_id", "created_at"),)
+
+    id = Column(BigId, primary_key=True, autoincrement=True)
+    customer_id = Column(String(32), ForeignKey("customers.id"), nullable=False)
+    purpose = Column(String(32), nullable=False)
+    kind = Column(String(16), nullable=False)
+    value = Column(String(254), nullable=False)
+    code_hash = Column(String(128), nullable=False)
+    attempts = Column(Integer, nullable=False, default=0)
+    created_at = Column(DateTime, nullable=False, default=utcnow)
+    expires_at = Column(DateTime, nullable=False)
+    consumed_at = Column(DateTime)
+
+
+class OutboxMessage(Base):
+    """A message to a customer address (code, notice), written before it is sent."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_status_created", "status", "created_at"),)
+
+    id = Column(BigId, primary_key=True, autoincrement=True)
+    customer_id = Column(String(32), ForeignKey("customers.id"))
+    channel = Column(String(16), nullable=False)
+    recipient = Column(String(254), nullable=False)
+    purpose = Column(String(32), nullable=False)
+    subject = Column(String(200))
+    body = Column(Text, nullable=False)
+    status = Column(String(16), nullable=False, default="pending")
+    created_at = Column(DateTime, nullable=False, default=utcnow)
+    sent_at = Column(DateTime)
+
+
+class UsedNonce(Base):
+    """A signed-assertion nonce already accepted (single use until it expires)."""
+
+    __tablename__ = "used_nonces"
+
+    nonce = Column(String(64), primary_key=True)
+    expires_at = Column(DateTime, nullable=False, index=True)

@@ -251,6 +251,7 @@ def _parse(
     parsed.rows["products"] = products
     skus = known_skus | set(seen)
 
+    postcodes = {c["id"]: c.get("postcode") for c in customers}
     orders, seen = [], {}
     for r, _ in _read_csv(directory, "orders.csv", parsed):
         oid = r.text("order_id", pattern=r"[A-Za-z0-9]{1,32}")
@@ -271,6 +272,10 @@ def _parse(
             tracking_number=r.text("tracking_number", required=False),
             shipped_at=s(r.when("shipped_at", required=False)),
             delivered_at=s(r.when("delivered_at", required=False)),
+            # The fixture has no delivery address: orders went to the customer's
+            # postcode of record (a `delivery_postcode` column overrides it).
+            delivery_postcode=r.text("delivery_postcode", required=False)
+            or postcodes.get(cid),
         )
         if r.ok and row["subtotal"] + row["shipping_fee"] != row["total"]:
             r.fail(f"total {row['total']} is not subtotal + shipping_fee")

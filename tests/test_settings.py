@@ -135,7 +135,7 @@ def test_bad_value_names_the_variable(
 
 def test_bad_secret_is_not_echoed(clean_env: pytest.MonkeyPatch) -> None:
     clean_env.setenv("RASA_PORT", "abc")
-    clean_env.setenv("CRM_IDENTITY_SECRET", "s3cret-value-not-for-logs")
+    clean_env.setenv("CRM_IDENTITY_SECRET", "s3cret-value-not-for-logs-" + "x" * 8)
     message = str(pytest.raises(SettingsError, load_settings).value)
     assert "s3cret" not in message
 
@@ -318,3 +318,13 @@ def test_rasa_server_defaults_come_from_settings() -> None:
     assert (args.port, args.interface, args.action_timeout) == (6111, "127.0.0.1", 2.5)
     args = parse_args(["--model", "m.tar.gz", "--port", "7000"], settings)
     assert args.port == 7000
+
+
+@pytest.mark.parametrize("name", ["CRM_IDENTITY_SECRET", "CRM_ACTION_TOKEN"])
+def test_short_secrets_are_refused_without_echo(
+    clean_env: pytest.MonkeyPatch, name: str
+) -> None:
+    clean_env.setenv(name, "tooshort-abc")
+    message = str(pytest.raises(SettingsError, load_settings).value)
+    assert name in message and "32 bytes" in message
+    assert "tooshort" not in message

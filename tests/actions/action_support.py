@@ -14,7 +14,7 @@ from rasa_sdk.executor import CollectingDispatcher
 
 from channels.identity_assertion import metadata_for
 
-SECRET = "actions-test-secret"
+SECRET = "actions-test-secret-0123456789abcdef"
 DOMAIN: dict[str, Any] = yaml.safe_load(
     (Path(__file__).resolve().parents[2] / "domain" / "domain.yml").read_text(
         encoding="utf-8"

@@ -114,7 +114,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         seed_directory(session, directory=DEMO_DIR)
 
     model = ensure_model(PROJECT)
-    identity_secret = secrets.token_hex(16)
+    identity_secret = secrets.token_hex(32)
     processes = BotStack(
         database_url=database_url,
         model=model,
