@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -12,14 +13,17 @@ from rasa_sdk import Tracker
 from rasa_sdk.events import EventType, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
+from sqlalchemy.orm import Session
 
 from actions.store import in_store
-from channels.identity_assertion import verified_identity
+from channels.identity_assertion import Assertion, verify_assertion
 from channels.names import channel_for
 from crm_settings import get_settings
 from crm_store.analytics.treatment import treatment_for_customer
 from crm_store.errors import InvalidInput
+from crm_store.services.contact_details import recent_strong_verification
 from crm_store.services.identities import find_customer_by_identity
+from crm_store.services.nonces import consume_nonce
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +40,8 @@ TASK_SLOTS = (
     "ticket_number",
     "contact_field",
     "contact_value",
+    "contact_code",
+    "confirmed_order",
 )
 # Tasks that act on one order; the customer must name it.
 ORDER_TASKS = ("cancel_order", "start_return", "report_damage")
@@ -46,9 +52,78 @@ def channel_of(tracker: Tracker) -> str:
     return channel_for(tracker.get_latest_input_channel() or "rest")
 
 
-def is_verified(tracker: Tracker) -> bool:
-    """Tell whether the sender is a verified customer."""
-    return bool(tracker.get_slot("verified")) and bool(tracker.get_slot("customer_id"))
+# Set only by our actions (``mappings: [type: custom]``), reset at every session
+# start (``session_config.carry_over_slots_to_new_session: false``).
+IDENTITY_SLOTS = ("customer_id", "verified", "verified_at", "verification_method")
+
+
+def verified_events(
+    customer_id: str, method: str, *, now: float | None = None
+) -> list[EventType]:
+    """Slot events marking the sender verified as ``customer_id`` by ``method``.
+
+    ``verified_at`` (unix seconds, UTC) is the time of this proof; it is never
+    refreshed, so step-up checks can tell how old the proof is.
+    """
+    return [
+        SlotSet("customer_id", customer_id),
+        SlotSet("verified", True),
+        SlotSet("verified_at", float(time.time() if now is None else now)),
+        SlotSet("verification_method", method),
+    ]
+
+
+def last_activity(tracker: Tracker) -> float | None:
+    """Return when the sender was last active before the current message.
+
+    That is the later of ``verified_at`` and the previous user message's
+    timestamp (the current message, the last user event, does not count), or
+    None without a usable ``verified_at``.
+    """
+    verified_at = tracker.get_slot("verified_at")
+    if isinstance(verified_at, bool) or not isinstance(verified_at, (int, float)):
+        return None
+    latest = float(verified_at)
+    users = [e for e in tracker.events if e.get("event") == "user"]
+    for event in users[:-1]:
+        stamp = event.get("timestamp")
+        if isinstance(stamp, (int, float)) and not isinstance(stamp, bool):
+            latest = max(latest, float(stamp))
+    return latest
+
+
+def verification_expired(tracker: Tracker, *, now: float | None = None) -> bool:
+    """Tell whether the sender was idle longer than ``CRM_VERIFICATION_IDLE_MINUTES``.
+
+    Idle time is measured from ``last_activity`` to ``now``; a verification
+    without ``verified_at`` counts as expired.
+    """
+    since = last_activity(tracker)
+    if since is None:
+        return True
+    idle = get_settings().verification_idle_minutes * 60
+    return (time.time() if now is None else now) - since > idle
+
+
+def is_verified(tracker: Tracker, *, now: float | None = None) -> bool:
+    """Tell whether the sender is a verified customer whose proof has not expired."""
+    return (
+        tracker.get_slot("verified") is True
+        and bool(tracker.get_slot("customer_id"))
+        and not verification_expired(tracker, now=now)
+    )
+
+
+def expired_identity_events(tracker: Tracker) -> list[EventType]:
+    """Clear the identity slots of a verification that expired (else nothing)."""
+    if tracker.get_slot("verified") is not True or is_verified(tracker):
+        return []
+    return [
+        SlotSet("customer_id", None),
+        SlotSet("verified", False),
+        SlotSet("verified_at", None),
+        SlotSet("verification_method", None),
+    ]
 
 
 def verified_customer_id(tracker: Tracker) -> str | None:
@@ -62,30 +137,77 @@ def identity_secret() -> str | None:
     return secret.get_secret_value() if secret is not None else None
 
 
+def redeem_assertion(session: Session, *, assertion: Assertion) -> Any:
+    """Consume the assertion's nonce, then look up its identity (one transaction).
+
+    Returns the identity match, or None when the nonce was used already (replay).
+    """
+    if not consume_nonce(
+        session, nonce=assertion.nonce, expires_at=assertion.expires_at
+    ):
+        return None
+    return find_customer_by_identity(
+        session, kind=assertion.kind, value=assertion.value
+    )
+
+
 async def identity_events(tracker: Tracker) -> list[EventType]:
     """Verify the sender from a signed, registered identity in the message metadata.
 
-    Returns the slot events that mark the customer verified, or nothing when the
-    sender is verified already or the claim is missing, forged or unregistered.
+    The assertion (``channels.identity_assertion``, v2) must be valid now for
+    this REST tracker and its nonce unused; it is consumed here. Returns the
+    slot events that mark the customer verified (``verified_events``), or
+    nothing when the sender is verified already or the claim is missing, forged,
+    expired, replayed or unregistered.
     """
     if is_verified(tracker):
         return []
     metadata = (tracker.latest_message or {}).get("metadata") or {}
-    claim = verified_identity(identity_secret(), tracker.sender_id, metadata)
-    if claim is None:
+    assertion = verify_assertion(
+        identity_secret(),
+        tracker.sender_id,
+        metadata,
+        max_ttl=get_settings().identity_assertion_ttl_seconds,
+    )
+    if assertion is None:
         return []
-    kind, value = claim
     try:
-        match = await in_store(find_customer_by_identity, kind=kind, value=value)
+        match = await in_store(redeem_assertion, assertion=assertion)
     except InvalidInput:
         return []
     if match is None or not match.verified or match.is_prospect:
         return []
-    return [
-        SlotSet("customer_id", match.customer_id),
-        SlotSet("verified", True),
-        SlotSet("verification_method", f"identity:{kind}"),
-    ]
+    return verified_events(match.customer_id, f"identity:{assertion.kind}")
+
+
+def has_recent_strong_verification(
+    tracker: Tracker, minutes: float | None = None
+) -> bool:
+    """Tell whether the sender may make changes (contact details, cancel, return).
+
+    Needs order number + postcode or a registered non-phone channel identity
+    (``STRONG_METHODS``), verified within ``minutes`` (default
+    ``CRM_STEP_UP_MINUTES``) according to the ``verified_at`` slot.
+    """
+    if not is_verified(tracker):
+        return False
+    if minutes is None:
+        minutes = get_settings().step_up_minutes
+    return recent_strong_verification(
+        method=tracker.get_slot("verification_method"),
+        verified_at=tracker.get_slot("verified_at"),
+        max_age_minutes=minutes,
+        now=time.time(),
+    )
+
+
+def step_up_refusal() -> list[EventType]:
+    """Events ending a change whose verification is too weak or too old.
+
+    The task ends and the sender is no longer verified, so the next task asks
+    for the order number and postcode again.
+    """
+    return [*reset_task(), SlotSet("verified", False), SlotSet("verified_at", None)]
 
 
 def reset_task(*, resolved: bool | None = None) -> list[EventType]:

@@ -17,10 +17,12 @@ from actions.common import (
     verified_customer_id,
 )
 from actions.store import in_store
+from crm_settings import get_settings
 from crm_store.services.handoff import (
     REASONS,
     HandoffPacket,
     HandoffResult,
+    current_conversation_id,
     request_handoff,
 )
 from crm_store.services.tickets import open_ticket
@@ -31,20 +33,29 @@ FALLBACK_INTENTS = ("nlu_fallback", "out_of_scope")
 def queue_handoff(
     session: Session,
     *,
-    conversation_id: str,
+    tracker_key: str,
     packet: HandoffPacket,
     priority: int,
     recent_texts: list[str],
+    sender_limit: int,
 ) -> HandoffResult:
-    """Queue the conversation for a human agent.
+    """Queue the tracker's current conversation for a human agent.
 
+    De-duplicated per conversation and limited per sender (``request_handoff``).
     Outside agent hours the bot promises a callback, so a known customer also
-    gets a callback ticket, in the same transaction.
+    gets a callback ticket with a new handoff, in the same transaction.
     """
-    result = request_handoff(
-        session, conversation_id=conversation_id, packet=packet, priority=priority
+    conversation_id = current_conversation_id(
+        session, tracker_key=tracker_key, channel=packet.channel
     )
-    if not result.agents_available and packet.customer_id:
+    result = request_handoff(
+        session,
+        conversation_id=conversation_id,
+        packet=packet,
+        priority=priority,
+        sender_limit=sender_limit,
+    )
+    if result.status == "queued" and not result.agents_available and packet.customer_id:
         open_ticket(
             session,
             customer_id=packet.customer_id,
@@ -54,6 +65,24 @@ def queue_handoff(
             conversation_id=conversation_id,
         )
     return result
+
+
+def tell_customer(dispatcher: CollectingDispatcher, result: HandoffResult) -> None:
+    """Say what became of the request (queued, already queued, limited)."""
+    if result.status == "limited":
+        dispatcher.utter_message(response="utter_handoff_limit")
+    elif not result.agents_available:
+        dispatcher.utter_message(response="utter_handoff_after_hours")
+    elif result.status == "already_claimed":
+        dispatcher.utter_message(response="utter_handoff_already_claimed")
+    elif result.status == "already_queued":
+        dispatcher.utter_message(
+            response="utter_handoff_already_queued", position=result.position
+        )
+    else:
+        dispatcher.utter_message(
+            response="utter_handoff_queued", position=result.position
+        )
 
 
 class ActionHandoff(Action):
@@ -86,19 +115,16 @@ class ActionHandoff(Action):
         )
         result = await in_store(
             queue_handoff,
-            conversation_id=tracker.sender_id,
+            tracker_key=tracker.sender_id,
             packet=packet,
             priority=int(treatment.get("handoff_priority_boost") or 0),
             recent_texts=texts,
+            sender_limit=get_settings().handoff_sender_limit,
         )
-        if result.agents_available:
-            dispatcher.utter_message(
-                response="utter_handoff_queued", position=result.position
-            )
-        else:
-            dispatcher.utter_message(response="utter_handoff_after_hours")
+        tell_customer(dispatcher, result)
+        escalated = [] if result.status == "limited" else [SlotSet("escalated", True)]
         return [
-            SlotSet("escalated", True),
+            *escalated,
             SlotSet("human_offered", False),
             SlotSet("handoff_reason", None),
             *reset_task(),

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 from rasa_sdk import Action, Tracker
-from rasa_sdk.events import EventType
+from rasa_sdk.events import EventType, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 from sqlalchemy.orm import Session
 
-from actions.common import fmt_date, fmt_money, reset_task, task_done, verified_task
+from actions.common import (
+    fmt_date,
+    fmt_money,
+    has_recent_strong_verification,
+    reset_task,
+    step_up_refusal,
+    task_done,
+    verified_task,
+)
 from actions.store import in_store
 from crm_store.errors import NotFound
 from crm_store.services.order_changes import NotCancellable, cancel_order
@@ -131,8 +139,60 @@ def cancel_and_summarize(session: Session, **cancel_args: str) -> OrderSummary:
     return summarize_order(cancel_order(session, **cancel_args))
 
 
+def ask_about_confirmed_order(
+    dispatcher: CollectingDispatcher, tracker: Tracker, response: str
+) -> list[EventType]:
+    """Ask ``response`` about the order the task was checked for; remember it.
+
+    The first question of a task pins the order it names in ``confirmed_order``
+    (reset at task start by ``action_step_up``); repeated questions keep naming
+    that order even if ``order_number`` changed meanwhile, so the customer only
+    ever confirms the order that was checked.
+    """
+    order = tracker.get_slot("confirmed_order") or tracker.get_slot("order_number")
+    dispatcher.utter_message(response=response, order_number=order)
+    return [SlotSet("confirmed_order", order)]
+
+
+def confirmed_order_refusal(
+    dispatcher: CollectingDispatcher, tracker: Tracker
+) -> list[EventType] | None:
+    """Refusal events unless the task is about the order the customer confirmed.
+
+    Also refuses when the verification is no longer strong and recent enough
+    for a change (``has_recent_strong_verification``).
+    """
+    confirmed = tracker.get_slot("confirmed_order")
+    if not confirmed or confirmed != tracker.get_slot("order_number"):
+        dispatcher.utter_message(response="utter_order_changed", order=confirmed)
+        return reset_task()
+    if not has_recent_strong_verification(tracker):
+        dispatcher.utter_message(response="utter_step_up_expired")
+        return step_up_refusal()
+    return None
+
+
+class ActionAskConfirmCancel(Action):
+    """Ask "Shall I cancel order X?" and pin X as the order being confirmed."""
+
+    def name(self) -> str:  # noqa: D102
+        return "action_ask_confirm_cancel"
+
+    async def run(  # noqa: D102
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> list[EventType]:
+        return ask_about_confirmed_order(
+            dispatcher, tracker, "utter_ask_confirm_cancel"
+        )
+
+
 class ActionCancelOrder(Action):
-    """Cancel the order once the customer confirmed; explain if it is too late."""
+    """Cancel the confirmed order; explain if it is too late.
+
+    Acts only on ``confirmed_order``, the order named in the confirmation
+    question, and refuses if ``order_number`` differs from it (a later message
+    cannot redirect the confirmation to another order).
+    """
 
     def name(self) -> str:  # noqa: D102
         return "action_cancel_order"
@@ -141,10 +201,13 @@ class ActionCancelOrder(Action):
     async def run(  # noqa: D102
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
     ) -> list[EventType]:
-        number = tracker.get_slot("order_number")
-        if not tracker.get_slot("confirm_cancel"):
+        number = tracker.get_slot("confirmed_order") or tracker.get_slot("order_number")
+        if tracker.get_slot("confirm_cancel") is not True:
             dispatcher.utter_message(response="utter_cancel_kept", order=number)
             return reset_task()
+        refusal = confirmed_order_refusal(dispatcher, tracker)
+        if refusal is not None:
+            return refusal
         try:
             order = await in_store(
                 cancel_and_summarize,

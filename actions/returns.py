@@ -8,13 +8,30 @@ from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 
 from actions.common import fmt_date, reset_task, task_done, verified_task
+from actions.orders import ask_about_confirmed_order, confirmed_order_refusal
 from actions.store import in_store
 from crm_store.errors import NotFound
 from crm_store.services.returns import NotReturnable, start_return
 
 
+class ActionAskReturnReason(Action):
+    """Ask the reason for the return and pin the order it is about."""
+
+    def name(self) -> str:  # noqa: D102
+        return "action_ask_return_reason"
+
+    async def run(  # noqa: D102
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> list[EventType]:
+        return ask_about_confirmed_order(dispatcher, tracker, "utter_ask_return_reason")
+
+
 class ActionStartReturn(Action):
-    """Create the return (RMA) and tell the customer what happens next."""
+    """Create the return (RMA) for the order asked about; say what happens next.
+
+    Refuses when ``order_number`` changed since the reason was asked for that
+    order, or when the verification is not strong and recent enough.
+    """
 
     def name(self) -> str:  # noqa: D102
         return "action_start_return"
@@ -23,7 +40,10 @@ class ActionStartReturn(Action):
     async def run(  # noqa: D102
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
     ) -> list[EventType]:
-        number = tracker.get_slot("order_number")
+        refusal = confirmed_order_refusal(dispatcher, tracker)
+        if refusal is not None:
+            return refusal
+        number = tracker.get_slot("confirmed_order")
         try:
             ticket = await in_store(
                 start_return,

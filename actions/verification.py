@@ -14,27 +14,32 @@ from sqlalchemy.orm import Session
 
 from actions.common import (
     ORDER_TASKS,
+    expired_identity_events,
     fmt_date,
     fmt_money,
     identity_events,
     is_verified,
     reset_task,
     verified_customer_id,
+    verified_events,
     verified_task,
 )
 from actions.store import in_store
+from crm_settings import get_settings
 from crm_store.errors import NotFound
 from crm_store.services.customers import customer_first_name
 from crm_store.services.order_changes import NotCancellable, check_cancellable
-from crm_store.services.orders import (
-    get_order_for_customer,
-    recent_order_summaries,
-    verify_order_postcode,
-)
+from crm_store.services.orders import get_order_for_customer, recent_order_summaries
 from crm_store.services.returns import return_eligibility
 from crm_store.services.tickets import NotReportable, check_damage_reportable
+from crm_store.services.verification import (
+    VerificationLimits,
+    VerificationVerdict,
+    attempt_postcode,
+    check_order_number,
+    client_key_for,
+)
 
-MAX_POSTCODE_ATTEMPTS = 3
 ORDER_RE = re.compile(r"\b#?([A-Za-z]\d{5})\b")
 TICKET_RE = re.compile(r"\b([Tt]-[A-Za-z0-9]{6})\b")
 POSTCODE_RE = re.compile(r"\b(\d{4})\s*([A-Za-z]{2})?\b")
@@ -51,14 +56,24 @@ TASK_INTENTS = {
 
 
 def parse_order_number(value: Any) -> str | None:
-    """Return ``A12345`` found in free text, upper-cased, or None."""
-    match = ORDER_RE.search(str(value or ""))
+    """Return ``A12345`` found in free text, upper-cased, or None.
+
+    Anything but a string (an entity sent as ``{}``, ``5`` or a list) is None.
+    """
+    if not isinstance(value, str):
+        return None
+    match = ORDER_RE.search(value)
     return match.group(1).upper() if match else None
 
 
 def parse_postcode(value: Any) -> str | None:
-    """Return a Dutch (``1234 AB``) or Belgian (``1234``) postcode, or None."""
-    match = POSTCODE_RE.search(str(value or ""))
+    """Return a Dutch (``1234 AB``) or Belgian (``1234``) postcode, or None.
+
+    Anything but a string is None.
+    """
+    if not isinstance(value, str):
+        return None
+    match = POSTCODE_RE.search(value)
     if not match:
         return None
     digits, letters = match.groups()
@@ -74,10 +89,10 @@ class ActionGreet(Action):
     async def run(  # noqa: D102
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
     ) -> list[EventType]:
-        events = await identity_events(tracker)
-        customer_id = next(
-            (e["value"] for e in events if e.get("name") == "customer_id"), None
-        ) or verified_customer_id(tracker)
+        events = expired_identity_events(tracker) + await identity_events(tracker)
+        # The last customer_id event wins (an expired one is cleared first).
+        ids = [e["value"] for e in events if e.get("name") == "customer_id"]
+        customer_id = ids[-1] if ids else verified_customer_id(tracker)
         name = None
         if customer_id:
             name = await in_store(customer_first_name, customer_id=customer_id)
@@ -104,6 +119,7 @@ class ActionStartTask(Action):
             SlotSet("task_ok", None),
         ]
         events += self._numbers_in_text(tracker)
+        events += expired_identity_events(tracker)
         events += await identity_events(tracker)
         verified = is_verified(tracker) or any(
             e.get("name") == "verified" and e.get("value") for e in events
@@ -127,8 +143,43 @@ class ActionStartTask(Action):
         return events
 
 
+def verification_limits() -> VerificationLimits:
+    """The lock-out thresholds from the settings (``CRM_ORDER_LOCK_*`` etc.)."""
+    settings = get_settings()
+    return VerificationLimits(
+        order_lock_failures=settings.order_lock_failures,
+        customer_lock_failures=settings.customer_lock_failures,
+        sender_limit=settings.verify_sender_limit,
+        client_limit=settings.verify_client_limit,
+        window_minutes=settings.order_lock_minutes,
+    )
+
+
+def client_key(tracker: Tracker) -> str | None:
+    """The hashed client address of the latest message (``client_ip`` metadata)."""
+    metadata = (tracker.latest_message or {}).get("metadata")
+    if not isinstance(metadata, dict):
+        return None
+    return client_key_for(metadata.get("client_ip"))
+
+
+PAUSED_RESPONSES = {
+    "order_locked": "utter_verification_locked",
+    "sender_limited": "utter_verification_limited",
+    "client_limited": "utter_verification_limited",
+}
+
+
 class ValidateVerifyForm(FormValidationAction):
-    """Order number + postcode from unverified senders; lock after 3 misses."""
+    """Order number + postcode from unverified senders, within the store's limits.
+
+    Every postcode check is recorded in the store (``attempt_postcode``), so
+    failures count per order, customer, sender and client across conversations.
+    A locked order or a limited sender gets the same "checks are paused" answer
+    whether the order exists or not, plus the offer of a person. A locked
+    *customer* is not announced (that would tell the order exists): the attempt
+    is refused and answered like a wrong postcode.
+    """
 
     def name(self) -> str:  # noqa: D102
         return "validate_verify_form"
@@ -142,13 +193,17 @@ class ValidateVerifyForm(FormValidationAction):
     ) -> list[str]:
         if is_verified(tracker):
             needs_order = tracker.get_slot("pending_task") in ORDER_TASKS
-            if needs_order and not tracker.get_slot("order_number"):
+            number = tracker.get_slot("order_number")
+            if needs_order and (number is None or parse_order_number(number) != number):
+                # Missing, malformed or of the wrong type: (re)validate it.
                 return ["order_number"]
             return []
         return ["order_number", "postcode"]
 
-    def _locked(self, dispatcher: CollectingDispatcher) -> dict[str, Any]:
-        dispatcher.utter_message(response="utter_verification_locked")
+    def _paused(
+        self, dispatcher: CollectingDispatcher, verdict: VerificationVerdict
+    ) -> dict[str, Any]:
+        dispatcher.utter_message(response=PAUSED_RESPONSES[verdict.reason])
         return {
             "order_number": None,
             "postcode": None,
@@ -169,8 +224,15 @@ class ValidateVerifyForm(FormValidationAction):
             dispatcher.utter_message(response="utter_invalid_order_number")
             return {"order_number": None}
         if not is_verified(tracker):
-            if number in (tracker.get_slot("locked_orders") or []):
-                return self._locked(dispatcher)
+            verdict = await in_store(
+                check_order_number,
+                order_id=number,
+                sender_key=tracker.sender_id,
+                client_key=client_key(tracker),
+                limits=verification_limits(),
+            )
+            if not verdict.allowed:
+                return self._paused(dispatcher, verdict)
             return {"order_number": number}
         try:
             await in_store(
@@ -192,38 +254,33 @@ class ValidateVerifyForm(FormValidationAction):
     ) -> dict[str, Any]:
         if is_verified(tracker):
             return {"postcode": None}
-        order = tracker.get_slot("order_number")
-        postcode = parse_postcode(slot_value)
+        order = parse_order_number(tracker.get_slot("order_number"))
         if order is None:
             return {"postcode": None}
+        postcode = parse_postcode(slot_value)
         if postcode is None:
             dispatcher.utter_message(response="utter_invalid_postcode")
             return {"postcode": None}
-        customer_id = await in_store(
-            verify_order_postcode, order_number=order, postcode=postcode
+        check = await in_store(
+            attempt_postcode,
+            order_number=order,
+            postcode=postcode,
+            sender_key=tracker.sender_id,
+            client_key=client_key(tracker),
+            limits=verification_limits(),
         )
-        if customer_id:
+        if check.verified:
             dispatcher.utter_message(response="utter_verified")
-            return {
-                "postcode": postcode,
-                "customer_id": customer_id,
-                "verified": True,
-                "verification_method": "order_postcode",
-            }
-        failures = dict(tracker.get_slot("postcode_failures") or {})
-        failures[order] = failures.get(order, 0) + 1
-        if failures[order] >= MAX_POSTCODE_ATTEMPTS:
-            locked = list(tracker.get_slot("locked_orders") or []) + [order]
-            return {
-                **self._locked(dispatcher),
-                "postcode_failures": failures,
-                "locked_orders": locked,
-            }
+            proof = verified_events(check.customer_id, "order_postcode")
+            return {"postcode": postcode, **{e["name"]: e["value"] for e in proof}}
+        if check.verdict.reason in PAUSED_RESPONSES:
+            return self._paused(dispatcher, check.verdict)
+        if check.failures_left <= 0:
+            return self._paused(dispatcher, VerificationVerdict(False, "order_locked"))
         dispatcher.utter_message(
-            response="utter_verification_failed",
-            attempts_left=MAX_POSTCODE_ATTEMPTS - failures[order],
+            response="utter_verification_failed", attempts_left=check.failures_left
         )
-        return {"postcode": None, "postcode_failures": failures}
+        return {"postcode": None}
 
 
 def task_not_ok() -> list[EventType]:
@@ -305,7 +362,10 @@ class ActionCheckTask(Action):
         task = tracker.get_slot("pending_task")
         if task not in ORDER_TASKS:
             return [SlotSet("task_ok", True)]
-        number = tracker.get_slot("order_number")
+        number = parse_order_number(tracker.get_slot("order_number"))
+        if number is None:
+            dispatcher.utter_message(response="utter_invalid_order_number")
+            return task_not_ok()
         try:
             check = await in_store(
                 check_order_task,

@@ -27,6 +27,23 @@ waited for it back. ``writer: thread`` keeps it in-process (tests, tools, and
 hosts where a child process is not wanted). If the writer process dies (killed,
 out of memory) the next ``publish`` starts a new one on a fresh queue; events the
 dead one had not written yet are lost and their number is logged.
+
+Only the fields the recorder reads are queued (``recorded_part``): client
+metadata and NLU details never are. For a writer process each turn is pickled
+by ``publish`` (not by the queue's feeder thread, where a failure would lose the
+turn with nothing but a traceback); an event that cannot be pickled (say a slot
+value nested 1,000 levels deep) is left out of its turn and the rest goes on.
+
+**Bounded queue, nothing lost silently.** The queue holds at most
+``CRM_BROKER_QUEUE_LIMIT`` turns (default 10,000). ``publish`` never blocks the
+event loop: when the queue is full (the writer is stuck or far behind) the
+turn is not queued, an ERROR names its tracker key (never its text) and its
+events are counted in ``lost_events``. The same counter takes events that
+cannot be pickled, those of a dead writer process, those still unwritten when
+``close`` gives up, and those the writer could not record (logged by the writer
+with their tracker key and conversation; the rest of their batch is written):
+``lost_events`` is the number of recorded-type events missing from the contact
+history, for the metrics endpoint.
 """
 
 from __future__ import annotations
@@ -35,6 +52,8 @@ import asyncio
 import datetime as dt
 import logging
 import multiprocessing
+import pickle
+import queue
 import threading
 import time
 from asyncio import AbstractEventLoop
@@ -44,7 +63,7 @@ from rasa.core.brokers.broker import EventBroker
 from rasa.utils.endpoints import EndpointConfig
 from sqlalchemy.orm import sessionmaker
 
-from contact_history.events import event_id_for, is_recorded
+from contact_history.events import event_id_for, is_recorded, recorded_part
 from contact_history.recorder import HistoryRecorder
 from contact_history.writer import (
     WAKE,
@@ -77,6 +96,7 @@ class ContactHistoryBroker(EventBroker):
         idle_check_interval: float = 60.0,
         max_backoff: float = 5.0,
         close_timeout: float = 30.0,
+        queue_limit: int | None = None,
     ) -> None:
         """Create a broker; call ``start`` (``from_endpoint_config`` does).
 
@@ -92,6 +112,8 @@ class ContactHistoryBroker(EventBroker):
             idle_check_interval: seconds between idle-conversation sweeps.
             max_backoff: longest wait between retries while the store is down.
             close_timeout: how long ``close`` keeps retrying before giving up.
+            queue_limit: turns the queue holds before new ones are lost
+                (default: ``broker_queue_limit`` of the settings).
         """
         mode = writer or ("thread" if factory is not None else "process")
         if mode not in WRITER_MODES:
@@ -106,6 +128,11 @@ class ContactHistoryBroker(EventBroker):
         if factory is None and not database_url:
             database_url = get_settings().database_url
         self._database_url = database_url
+        if queue_limit is None:
+            queue_limit = get_settings().broker_queue_limit
+        if queue_limit < 1:
+            raise ValueError("the broker's queue_limit must be at least 1")
+        self.queue_limit = queue_limit
         self.settings = WriterSettings(
             flush_interval=flush_interval,
             batch_size=batch_size,
@@ -116,14 +143,15 @@ class ContactHistoryBroker(EventBroker):
         )
         self._context = multiprocessing.get_context("spawn")
         self.signals = (
-            WriterSignals.shared(self._context)
+            WriterSignals.shared(self._context, queue_limit)
             if mode == "process"
-            else WriterSignals.local()
+            else WriterSignals.local(queue_limit)
         )
         self._writer: HistoryWriter | None = None
         self._thread: threading.Thread | None = None
         self._process: Any = None
         self._published = 0  # events put on the queue
+        self._lost = 0  # events never queued or abandoned with a queue
         self._pending: list[dict[str, Any]] = []  # waiting for this turn to yield
 
     @classmethod
@@ -154,6 +182,7 @@ class ContactHistoryBroker(EventBroker):
             batch_size=int(kwargs.get("batch_size", 100)),
             inactivity_timeout=dt.timedelta(minutes=timeout),
             idle_check_interval=idle_check,
+            queue_limit=settings.broker_queue_limit,
         )
         broker.start()
         return broker
@@ -169,6 +198,11 @@ class ContactHistoryBroker(EventBroker):
     def written(self) -> int:
         """Events handled by successful batches so far."""
         return int(self.signals.written.value)
+
+    @property
+    def lost_events(self) -> int:
+        """Recorded-type events missing from the contact history (module docstring)."""
+        return self._lost + int(self.signals.dropped.value)
 
     @property
     def failures(self) -> int:
@@ -210,7 +244,7 @@ class ContactHistoryBroker(EventBroker):
         """
         if not is_recorded(event):
             return
-        self._pending.append(event)
+        self._pending.append(recorded_part(event))
         if len(self._pending) > 1:
             return  # a hand-over is already due
         try:
@@ -223,10 +257,48 @@ class ContactHistoryBroker(EventBroker):
         if not self._pending:
             return
         events, self._pending = self._pending, []
+        item: Any = events
         if self._process is not None:
             self._restart_if_dead()  # a waitpid(WNOHANG): microseconds
+            events, data = self._pickled(events)
+            if not events:
+                return
+            item = (len(events), data)
+        try:
+            self.signals.queue.put_nowait(item)
+        except queue.Full:
+            self._lose(events, f"the writer's queue is full ({self.queue_limit} turns)")
+            return
         self._published += len(events)
-        self.signals.queue.put(events)
+
+    def _pickled(
+        self, events: list[dict[str, Any]]
+    ) -> tuple[list[dict[str, Any]], bytes]:
+        """Pickle a turn for the writer process, leaving out what cannot be."""
+        try:
+            return events, pickle.dumps(events, pickle.HIGHEST_PROTOCOL)
+        except Exception:  # noqa: BLE001 - RecursionError, unpicklable values
+            pass
+        kept = []
+        for event in events:
+            try:
+                pickle.dumps(event, pickle.HIGHEST_PROTOCOL)
+            except Exception as error:  # noqa: BLE001
+                self._lose([event], f"it cannot be pickled ({type(error).__name__})")
+            else:
+                kept.append(event)
+        return kept, pickle.dumps(kept, pickle.HIGHEST_PROTOCOL)
+
+    def _lose(self, events: list[dict[str, Any]], reason: str) -> None:
+        """Count events that will not be recorded; log their tracker keys, no text."""
+        self._lost += len(events)
+        keys = sorted({str(e.get("sender_id")) for e in events})
+        logger.error(
+            "contact history: lost %d events of %s: %s",
+            len(events),
+            ", ".join(keys),
+            reason,
+        )
 
     def _restart_if_dead(self) -> None:
         """Start a new writer process on a fresh queue if the current one died.
@@ -239,10 +311,11 @@ class ContactHistoryBroker(EventBroker):
             return
         lost = max(self._published - int(self.signals.handled.value), 0)
         old_queue = self.signals.queue
-        self.signals.queue = self._context.Queue()
+        self.signals.queue = self._context.Queue(self.queue_limit)
         old_queue.cancel_join_thread()
         old_queue.close()
         self._published -= lost
+        self._lost += lost
         logger.error(
             "contact history: writer process exited with code %s; restarting it "
             "(%d events it had not written are lost)",
@@ -278,7 +351,10 @@ class ContactHistoryBroker(EventBroker):
         """Synchronous ``close``: flush, then stop the writer."""
         self.flush_pending()
         self.signals.stop.set()
-        self.signals.queue.put(WAKE)
+        try:
+            self.signals.queue.put_nowait(WAKE)
+        except queue.Full:
+            pass  # a full queue keeps the writer busy: it sees the stop flag
         limit = self.settings.close_timeout + 5
         if self._thread is not None:
             self._thread.join(limit)
@@ -288,6 +364,7 @@ class ContactHistoryBroker(EventBroker):
                 self._process.terminate()
         left = self._published - int(self.signals.handled.value)
         if left > 0:
+            self._lost += left
             logger.error(
                 "contact history: %d events could not be written before shutdown",
                 left,

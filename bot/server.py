@@ -12,7 +12,9 @@
    endpoint is wrapped (``FallbackActionEndpoint``): such a failure becomes a
    normal action result carrying an apology and the offer of a human, so the
    customer hears back at once and the turn is logged by the broker like any
-   other. Validation rejections (HTTP 400) keep Rasa's own handling.
+   other. Validation rejections (HTTP 400) keep Rasa's own handling. Every
+   call carries ``Authorization: Bearer <CRM_ACTION_TOKEN>``; a refused token
+   (401/403) is handled like an outage.
 3. Less work per turn: keep-alive connections to the action server and a
    response validator compiled once (``bot.patches.action_calls``); the response
    selector only runs for FAQ messages (``bot.patches.response_selection``); at most
@@ -20,6 +22,10 @@
    turn's new events reach the broker without re-reading the tracker
    (``bot.patches.event_streaming``); TEDPolicy predictions are remembered per
    dialogue state (``bot.patches.policy_cache``, ``CRM_POLICY_CACHE_SIZE``).
+4. Edge limits and log privacy: request bodies above ``CRM_MAX_REQUEST_BYTES``
+   get HTTP 413 (Sanic's default is 100 MB); Rasa's warnings and structured
+   log fields that would print customer text are dropped or redacted
+   (``bot.log_privacy``).
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from typing import Any
 import aiohttp
 from rasa.utils.endpoints import ClientResponseError, EndpointConfig
 
+from bot import log_privacy
 from bot.patches import RasaVersionError, install_all
 from bot.patches.action_calls import PooledSession
 from crm_settings import Settings, SettingsError, get_settings
@@ -50,7 +57,11 @@ APOLOGY = (
 )
 HUMAN_BUTTON = {"title": "Talk to a person", "payload": "I want to talk to a human"}
 FALLBACK_MARK = "action_server_unavailable"
+# Without credentials.yml the server still namespaces REST senders (rest:<id>).
+REST_CHANNEL = "channels.rest.NamespacedRestInput"
 REPEAT_WINDOW_SECONDS = 5.0
+# The action server refused the call (missing or wrong CRM_ACTION_TOKEN).
+REFUSED_STATUSES = frozenset({401, 403})
 
 
 class BrokerGuardError(RuntimeError):
@@ -91,12 +102,23 @@ def check_event_broker(endpoints_path: str | None) -> type | None:
 
 
 class FallbackActionEndpoint(EndpointConfig):
-    """Action endpoint that answers with an apology when the action server fails."""
+    """Action endpoint that answers with an apology when the action server fails.
 
-    def __init__(self, *args: Any, action_timeout: float, **kwargs: Any) -> None:
-        """Same arguments as ``EndpointConfig`` plus the per-call timeout."""
+    Every call carries the shared action token as a bearer header.
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        action_timeout: float,
+        auth_token: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Same arguments as ``EndpointConfig`` plus the per-call timeout and token."""
         super().__init__(*args, **kwargs)
         self.action_timeout = action_timeout
+        if auth_token:
+            self.headers = {**self.headers, "Authorization": f"Bearer {auth_token}"}
         self._apologized: dict[str, float] = {}
         auth = (
             aiohttp.BasicAuth(self.basic_auth["username"], self.basic_auth["password"])
@@ -110,7 +132,12 @@ class FallbackActionEndpoint(EndpointConfig):
         return self.pool
 
     @classmethod
-    def wrap(cls, config: EndpointConfig, action_timeout: float) -> Any:
+    def wrap(
+        cls,
+        config: EndpointConfig,
+        action_timeout: float,
+        auth_token: str | None = None,
+    ) -> Any:
         """Return a fallback endpoint with the settings of ``config``."""
         return cls(
             config.url,
@@ -121,6 +148,7 @@ class FallbackActionEndpoint(EndpointConfig):
             config.token_name,
             config.cafile,
             action_timeout=action_timeout,
+            auth_token=auth_token,
             **config.kwargs,
         )
 
@@ -139,9 +167,12 @@ class FallbackActionEndpoint(EndpointConfig):
                 method, subpath, content_type, compress, **kwargs
             )
         except ClientResponseError as error:
-            if error.status < 500:
+            if error.status in REFUSED_STATUSES:
+                reason = f"HTTP {error.status}: action token refused"
+            elif error.status < 500:
                 raise
-            reason = f"HTTP {error.status}"
+            else:
+                reason = f"HTTP {error.status}"
         except (aiohttp.ClientError, asyncio.TimeoutError) as error:
             reason = type(error).__name__
         body = kwargs.get("json") or {}
@@ -177,6 +208,15 @@ def _close_pool(endpoint: FallbackActionEndpoint) -> Any:
         await endpoint.pool.close()
 
     return close
+
+
+def _limit_request_size(max_bytes: int) -> Any:
+    async def limit(app: Any, _loop: Any) -> None:
+        # Read by Sanic per connection (HttpProtocol), so setting it before the
+        # server accepts any is enough; larger bodies get 413.
+        app.config.REQUEST_MAX_SIZE = max_bytes
+
+    return limit
 
 
 def _after_start_check(expected: type | None) -> Any:
@@ -243,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     # every debug event (message texts, slot values: personal data) to stdout
     # and costs several ms per turn.
     configure_structlog(level)
+    log_privacy.install()
     logging.getLogger(__name__).setLevel(logging.INFO)
     try:
         broker_class = check_event_broker(args.endpoints)
@@ -262,10 +303,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr, flush=True)
         return 2
     endpoints = AvailableEndpoints.read_endpoints(args.endpoints)
-    listeners = [(_after_start_check(broker_class), "after_server_start")]
+    listeners = [
+        (_limit_request_size(settings.max_request_bytes), "before_server_start"),
+        (_after_start_check(broker_class), "after_server_start"),
+    ]
     if endpoints.action is not None:
+        token = settings.action_token
+        if token is None:
+            logger.warning(
+                "CRM_ACTION_TOKEN is not set: the action server will refuse the "
+                "bot's calls"
+            )
         endpoints.action = FallbackActionEndpoint.wrap(
-            endpoints.action, args.action_timeout
+            endpoints.action,
+            args.action_timeout,
+            auth_token=token.get_secret_value() if token else None,
         )
         listeners.append((_close_pool(endpoints.action), "after_server_stop"))
     rasa.core.run.serve_application(
@@ -273,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
         interface=args.interface,
         port=args.port,
         credentials=args.credentials,
-        channel=None if args.credentials else "rest",
+        channel=None if args.credentials else REST_CHANNEL,
         cors=args.cors,
         enable_api=args.enable_api,
         endpoints=endpoints,

@@ -15,6 +15,7 @@ from typer.core import TyperGroup
 
 from cli.analytics import analytics_app
 from cli.common import DB_OPTION, database_url, echo_sql, err, out, settings
+from cli.outbox import outbox_app
 from crm_settings import SettingsError
 from crm_store.db import engine_for, safe_url, session_factory
 
@@ -47,6 +48,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(customer_app, name="customer")
 app.add_typer(bench_app, name="bench")
 app.add_typer(analytics_app, name="analytics")
+app.add_typer(outbox_app, name="outbox")
 
 
 @db_app.command("upgrade")

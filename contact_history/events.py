@@ -1,7 +1,8 @@
 """What the contact history keeps of a Rasa tracker event, as plain dicts.
 
-The broker filters with ``is_recorded`` before queueing; the recorder uses
-``event_id_for`` (idempotent writes) and ``occurred_at`` (store timestamps).
+The broker filters with ``is_recorded`` and keeps only ``recorded_part`` of
+each event before queueing; the recorder uses ``event_id_for`` (idempotent
+writes) and ``occurred_at`` (store timestamps).
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ CUSTOMER_SLOT = "customer_id"
 ESCALATED_SLOT = "escalated"
 TRACKED_SLOTS = (CUSTOMER_SLOT, ESCALATED_SLOT)
 MESSAGE_EVENTS = ("user", "bot")
+COMMON_KEYS = ("sender_id", "event", "timestamp")
+USER_KEYS = ("text", "message_id", "input_channel")
+BOT_META_KEYS = ("utter_action", "fallback")
 
 
 def event_id_for(event: dict[str, Any]) -> str:
@@ -33,7 +37,8 @@ def event_id_for(event: dict[str, Any]) -> str:
             str(event.get("text")),
         ]
     )
-    return f"{event.get('event')}-{hashlib.sha256(raw.encode()).hexdigest()[:40]}"
+    digest = hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()
+    return f"{event.get('event')}-{digest[:40]}"
 
 
 def is_recorded(event: dict[str, Any]) -> bool:
@@ -46,6 +51,39 @@ def is_recorded(event: dict[str, Any]) -> bool:
     if kind == "slot":
         return event.get("name") in TRACKED_SLOTS
     return kind in MESSAGE_EVENTS
+
+
+def recorded_part(event: dict[str, Any]) -> dict[str, Any]:
+    """The fields of an event the recorder reads (the rest is never queued).
+
+    A user event's parse data (entities, rankings) and metadata, a bot
+    event's other data: none of it is pickled for the writer, so client
+    metadata of any size or depth never reaches the queue.
+    """
+    kind = event.get("event")
+    part = {k: event[k] for k in COMMON_KEYS if k in event}
+    if kind == "user":
+        part.update({k: event[k] for k in USER_KEYS if k in event})
+        intent = (event.get("parse_data") or {}).get("intent")
+        if isinstance(intent, dict):
+            part["parse_data"] = {
+                "intent": {k: intent[k] for k in ("name", "confidence") if k in intent}
+            }
+    elif kind == "bot":
+        part["text"] = event.get("text")
+        metadata = event.get("metadata")
+        if isinstance(metadata, dict):
+            part["metadata"] = {k: metadata[k] for k in BOT_META_KEYS if k in metadata}
+        buttons = (event.get("data") or {}).get("buttons")
+        if isinstance(buttons, list):
+            part["data"] = {
+                "buttons": [
+                    {"title": b.get("title")} for b in buttons if isinstance(b, dict)
+                ]
+            }
+    else:
+        part.update({k: event[k] for k in ("name", "value") if k in event})
+    return part
 
 
 def occurred_at(event: dict[str, Any]) -> dt.datetime:

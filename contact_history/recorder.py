@@ -2,10 +2,12 @@
 
 ``HistoryRecorder.record`` applies one batch of event dicts in the caller's
 transaction, through ``crm_store`` services only: a user message opens or
-resumes the sender's conversation (a closed one is followed by a new
-``<sender>~n``), goodbye closes it, the ``customer_id`` slot links it to the
-customer and the ``escalated`` slot marks it escalated. Every message becomes
-one interaction row.
+resumes the conversation of its tracker key (the event's ``sender_id``, e.g.
+``rest:…``; a closed one is followed by a new one, its id issued by the store),
+goodbye closes it, the ``customer_id`` slot links it to the customer and the
+``escalated`` slot marks it escalated. Every message becomes one interaction
+row, its text and metadata cleaned by ``channels.text`` first (no NUL or other
+control characters, no lone surrogates), whichever channel it came from.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ from typing import Any, Protocol
 from sqlalchemy.orm import Session
 
 from channels.names import DEFAULT_CHANNEL, channel_for
+from channels.text import clean_text, clean_value, depth_exceeds
 from contact_history.events import (
+    BOT_META_KEYS,
     CUSTOMER_SLOT,
     ESCALATED_SLOT,
     GOODBYE_INTENT,
@@ -41,6 +45,8 @@ from crm_store.services.history import (
 from crm_store.services.interactions import NewInteraction, append_interactions
 
 logger = logging.getLogger(__name__)
+
+MAX_META_DEPTH = 5
 
 
 class ConversationRow(Protocol):
@@ -85,6 +91,8 @@ class HistoryRecorder:
     def __init__(self) -> None:
         """Start with an empty cache of conversation states."""
         self.states: dict[str, ConversationState] = {}
+        self.dropped = 0  # invalid events of committed batches, not recorded
+        self._dropped_in_batch = 0
         # Strong references for the batch: the session's identity map is weak, so
         # without them every service lookup of a conversation would query again.
         self._loaded: dict[str, ConversationRow] = {}
@@ -94,6 +102,7 @@ class HistoryRecorder:
     ) -> dict[str, ConversationState]:
         """Apply ``events`` in ``session``; return the updated states to commit."""
         self._loaded = {}
+        self._dropped_in_batch = 0
         try:
             with session.no_autoflush:
                 pending, rows = self._translate(session, events)
@@ -107,6 +116,8 @@ class HistoryRecorder:
     def commit(self, pending: dict[str, ConversationState]) -> None:
         """Remember the states of a batch whose transaction committed."""
         self.states.update(pending)
+        self.dropped += self._dropped_in_batch
+        self._dropped_in_batch = 0
 
     def forget(self) -> None:
         """Drop the cache (after an idle sweep); states are re-read on demand."""
@@ -152,7 +163,7 @@ class HistoryRecorder:
                 state = self._for_user(session, sender, state, event, at)
                 pending[sender] = state
                 intent = (event.get("parse_data") or {}).get("intent") or {}
-                _add(rows, event, state, "in", "customer", intent, at)
+                self._add(rows, event, state, "in", "customer", intent, at)
                 if intent.get("name") == GOODBYE_INTENT and not state.closed:
                     outcome = "escalated" if state.escalated else "self_served"
                     close_conversation(
@@ -170,10 +181,10 @@ class HistoryRecorder:
                         session, conversation_id=state.conversation_id, at=at
                     )
                 )
-                _add(rows, event, state, "out", "bot", {}, at)
+                self._add(rows, event, state, "out", "bot", {}, at)
             else:  # a tracked slot
                 if state is None:
-                    latest = latest_conversation(session, sender_id=sender)
+                    latest = latest_conversation(session, tracker_key=sender)
                     if latest is None:
                         continue
                     state = ConversationState.of(latest)
@@ -210,20 +221,80 @@ class HistoryRecorder:
         *,
         new_if_closed: bool = False,
     ) -> ConversationState:
-        """Find the sender's open conversation in the store, or open a new one."""
-        latest = latest_conversation(session, sender_id=sender)
+        """Find the key's open conversation in the store, or open a new one."""
+        latest = latest_conversation(session, tracker_key=sender)
         if latest is not None and (latest.status == "open" or not new_if_closed):
             self._keep(latest)
             touch_open_conversation(session, conversation_id=latest.id, at=at)
             return ConversationState.of(latest)
-        conversation_id = next_conversation_id(session, sender_id=sender)
+        conversation_id = next_conversation_id(session, tracker_key=sender)
         channel = channel or DEFAULT_CHANNEL
         self._keep(
             open_conversation(
-                session, conversation_id=conversation_id, channel=channel, at=at
+                session,
+                conversation_id=conversation_id,
+                channel=channel,
+                tracker_key=sender,
+                at=at,
             )
         )
         return ConversationState(conversation_id=conversation_id, channel=channel)
+
+    def _add(
+        self,
+        rows: list[NewInteraction],
+        event: dict[str, Any],
+        state: ConversationState,
+        direction: str,
+        author: str,
+        intent: dict[str, Any],
+        at: dt.datetime,
+    ) -> None:
+        """Append the interaction row of a message event (invalid ones are logged)."""
+        meta: dict[str, Any] = {}
+        if direction == "out":
+            metadata = event.get("metadata") or {}
+            for key in BOT_META_KEYS:
+                if metadata.get(key):
+                    meta[key] = metadata[key]
+            buttons = (event.get("data") or {}).get("buttons") or []
+            if buttons:
+                meta["buttons"] = [
+                    b.get("title") for b in buttons if isinstance(b, dict)
+                ]
+        if depth_exceeds(meta, MAX_META_DEPTH):
+            meta = {"dropped": "metadata nested too deeply"}
+        text = event.get("text")
+        confidence = intent.get("confidence")
+        if confidence is not None:
+            confidence = min(max(float(confidence), 0.0), 1.0)
+        item = NewInteraction(
+            event_id=event_id_for(event),
+            channel=state.channel,
+            direction=direction,
+            author=author,
+            text=clean_text(text) if isinstance(text, str) else None,
+            customer_id=state.customer_id,
+            conversation_id=state.conversation_id,
+            intent=intent.get("name"),
+            confidence=confidence,
+            occurred_at=at,
+            meta=clean_value(meta),
+        )
+        try:
+            item.validated_row()
+        except InvalidInput as error:
+            self._dropped_in_batch += 1
+            logger.error(
+                "contact history: dropping an invalid %s event of %s "
+                "(conversation %s): %s",
+                event.get("event"),
+                event.get("sender_id"),
+                state.conversation_id,
+                error,
+            )
+            return
+        rows.append(item)
 
 
 def _apply_slot(
@@ -247,46 +318,3 @@ def _apply_slot(
     elif name == ESCALATED_SLOT and value is True and not state.escalated:
         state.escalated = True
         mark_escalated(session, conversation_id=state.conversation_id)
-
-
-def _add(
-    rows: list[NewInteraction],
-    event: dict[str, Any],
-    state: ConversationState,
-    direction: str,
-    author: str,
-    intent: dict[str, Any],
-    at: dt.datetime,
-) -> None:
-    """Append the interaction row of a message event (invalid ones are logged)."""
-    meta: dict[str, Any] = {}
-    if direction == "out":
-        metadata = event.get("metadata") or {}
-        for key in ("utter_action", "fallback"):
-            if metadata.get(key):
-                meta[key] = metadata[key]
-        buttons = (event.get("data") or {}).get("buttons") or []
-        if buttons:
-            meta["buttons"] = [b.get("title") for b in buttons if isinstance(b, dict)]
-    confidence = intent.get("confidence")
-    if confidence is not None:
-        confidence = min(max(float(confidence), 0.0), 1.0)
-    item = NewInteraction(
-        event_id=event_id_for(event),
-        channel=state.channel,
-        direction=direction,
-        author=author,
-        text=event.get("text"),
-        customer_id=state.customer_id,
-        conversation_id=state.conversation_id,
-        intent=intent.get("name"),
-        confidence=confidence,
-        occurred_at=at,
-        meta=meta,
-    )
-    try:
-        item.validated_row()
-    except InvalidInput as error:
-        logger.error("dropping an invalid %s event: %s", event.get("event"), error)
-        return
-    rows.append(item)

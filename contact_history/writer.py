@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import pickle
 import queue
 import signal
 import threading
@@ -54,7 +55,10 @@ class WriterSignals:
     """What the publishing side and a writer share: the queue, stop flag, counters.
 
     ``handled`` counts events the writer is done with (written or dropped), so a
-    publisher that counts what it sent can wait until everything is through.
+    publisher that counts what it sent can wait until everything is through;
+    ``dropped`` counts the events among them that could not be recorded. The
+    queue holds at most ``limit`` items (turns); ``put_nowait`` raises
+    ``queue.Full`` beyond that.
     """
 
     queue: Any
@@ -62,20 +66,27 @@ class WriterSignals:
     handled: Any
     written: Any
     failures: Any
+    dropped: Any
 
     @classmethod
-    def local(cls) -> WriterSignals:
-        """Signals for a writer thread in this process."""
+    def local(cls, limit: int = 0) -> WriterSignals:
+        """Signals for a writer thread in this process (``limit`` 0: unbounded)."""
         return cls(
-            queue.SimpleQueue(), threading.Event(), Counter(), Counter(), Counter()
+            queue.Queue(limit),
+            threading.Event(),
+            Counter(),
+            Counter(),
+            Counter(),
+            Counter(),
         )
 
     @classmethod
-    def shared(cls, context: Any) -> WriterSignals:
+    def shared(cls, context: Any, limit: int = 0) -> WriterSignals:
         """Signals for a writer process (``context``: a multiprocessing context)."""
         return cls(
-            context.Queue(),
+            context.Queue(limit),
             context.Event(),
+            context.Value("q", 0, lock=False),
             context.Value("q", 0, lock=False),
             context.Value("q", 0, lock=False),
             context.Value("q", 0, lock=False),
@@ -156,7 +167,8 @@ class HistoryWriter:
         """Wait for events, then collect for ``flush_interval`` or ``batch_size``.
 
         A queue item is one event or a list of them (the broker queues each
-        turn's events as one list). ``stop`` puts a wake-up marker on the queue
+        turn's events as one list; a writer process gets it as ``(number of
+        events, pickled list)``). ``stop`` puts a wake-up marker on the queue
         so that a long flush interval never delays shutdown.
         """
         batch: list[dict[str, Any]] = []
@@ -177,11 +189,26 @@ class HistoryWriter:
                 break
             if isinstance(item, str):  # WAKE
                 continue
+            if isinstance(item, tuple):  # (number of events, pickled list)
+                item = self._unpickle(*item)
             if isinstance(item, list):
                 batch.extend(item)
             else:
                 batch.append(item)
         return batch
+
+    def _unpickle(self, count: int, data: bytes) -> list[dict[str, Any]]:
+        try:
+            events = pickle.loads(data)  # noqa: S301 - our own broker pickled it
+        except Exception as error:  # noqa: BLE001 - count it, keep writing
+            self.signals.dropped.value += count
+            self.signals.handled.value += count
+            logger.error(
+                "contact history: dropped a queued turn that cannot be read (%s)",
+                type(error).__name__,
+            )
+            return []
+        return events if isinstance(events, list) else [events]
 
     def _write_with_retry(self, batch: list[dict[str, Any]]) -> None:
         delay = 0.1
@@ -231,7 +258,9 @@ class HistoryWriter:
     def _write(self, batch: list[dict[str, Any]]) -> None:
         with self.factory.begin() as session:
             pending = self.recorder.record(session, batch)
+        invalid = self.recorder.dropped
         self.recorder.commit(pending)
+        self.signals.dropped.value += self.recorder.dropped - invalid
         self.signals.written.value += len(batch)
 
     def _write_singly(self, batch: list[dict[str, Any]]) -> None:
@@ -239,9 +268,11 @@ class HistoryWriter:
             try:
                 self._write([event])
             except Exception as error:  # noqa: BLE001 - one bad event, keep going
+                self.signals.dropped.value += 1
                 logger.error(
-                    "contact history: dropped a %s event (%s)",
+                    "contact history: dropped a %s event of %s (%s)",
                     event.get("event"),
+                    event.get("sender_id"),
                     type(error).__name__,
                 )
 

@@ -26,6 +26,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import declarative_base, relationship
 from sqlalchemy.types import TypeDecorator
@@ -74,6 +75,7 @@ class MoneyType(TypeDecorator):
 CENT = Decimal("0.01")
 Money = MoneyType()
 
+OPEN_WITH_KEY = "status = 'open' AND tracker_key IS NOT NULL"
 CHANNELS = ("chat", "telegram", "sms", "voice", "email", "console")
 IDENTITY_KINDS = ("email", "phone", "telegram", "webchat")
 ORDER_STATUSES = ("placed", "paid", "shipped", "delivered", "cancelled", "returned")
@@ -223,6 +225,15 @@ class Conversation(Base):
     __table_args__ = (
         Index("ix_conversations_started", "started_at"),
         Index("ix_conversations_tracker_key", "tracker_key", "started_at"),
+        # At most one open conversation per tracker key: the history writer and
+        # an action may both open the first one at once; the loser reuses it.
+        Index(
+            "uq_conversations_open_tracker_key",
+            "tracker_key",
+            unique=True,
+            sqlite_where=text(OPEN_WITH_KEY),
+            postgresql_where=text(OPEN_WITH_KEY),
+        ),
     )
 
     # Issued by the store (``next_conversation_id``), never derived from a sender.

@@ -35,7 +35,9 @@ def free_port() -> int:
 
 
 def action_url(port: int, host: str = "127.0.0.1") -> str:
-    """The action server's webhook URL."""
+    """The action server's webhook URL (IPv6 addresses in brackets)."""
+    if ":" in host:
+        host = f"[{host}]"
     return f"http://{host}:{port}/webhook"
 
 
@@ -106,16 +108,24 @@ def rasa_server_argv(
     return argv
 
 
-def action_server_argv(*, port: int, actions: str = "actions") -> list[str]:
-    """Command line of the Rasa SDK action server for the ``actions`` package."""
+def action_server_argv(
+    *, port: int, interface: str = "127.0.0.1", actions: str = "actions"
+) -> list[str]:
+    """Command line of the guarded action server (``python -m actions.server``).
+
+    The token it requires comes from the environment (``CRM_ACTION_TOKEN``),
+    never from the command line, which other local users can read.
+    """
     return [
         sys.executable,
         "-m",
-        "rasa_sdk",
+        "actions.server",
         "--actions",
         actions,
         "--port",
         str(port),
+        "--interface",
+        interface,
     ]
 
 

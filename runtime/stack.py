@@ -8,12 +8,17 @@ server (action endpoint on the actual port, overrides applied), starts the
 action server and the Rasa server(s), waits until they answer, restarts the
 action server on demand and stops everything together.
 
+The action server only serves calls that carry the stack's action token
+(``CRM_ACTION_TOKEN``, given to every child through its environment, never on a
+command line): the one passed in, or a fresh random one per stack.
+
 Several Rasa servers (``RasaVariant``: own endpoint overrides and environment)
 can share one action server; the benchmark compares configurations that way.
 """
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +37,12 @@ from runtime.processes import (
 )
 
 LOOPBACK = "127.0.0.1"
+ANY_ADDRESS = frozenset({"0.0.0.0", "::", ""})
+
+
+def new_action_token() -> str:
+    """A fresh random action token (64 hex digits)."""
+    return secrets.token_hex(32)
 
 
 @dataclass(frozen=True)
@@ -60,6 +71,8 @@ class BotStack:
         rasa_port: int | None = None,
         action_port: int | None = None,
         rasa_interface: str = LOOPBACK,
+        action_interface: str = LOOPBACK,
+        action_token: str | None = None,
         project: Path = PROJECT_ROOT,
         extra_env: Mapping[str, str] | None = None,
         endpoint_overrides: Mapping[str, Any] | None = None,
@@ -79,6 +92,10 @@ class BotStack:
                 free port).
             action_port: port of the action server (default a free port).
             rasa_interface: interface the Rasa server binds to.
+            action_interface: interface the action server binds to (the Rasa
+                servers call it there, or on loopback for a wildcard address).
+            action_token: the shared secret between the Rasa servers and the
+                action server (default: a fresh random one).
             project: the Rasa project directory (working directory, import path
                 and source of ``endpoints.yml``).
             extra_env: variables added to every child's environment.
@@ -101,9 +118,13 @@ class BotStack:
         self.database_url = database_url
         self.workdir = workdir
         action_port = action_port or free_port()
-        self.action_url = action_url(action_port)
+        action_host = LOOPBACK if action_interface in ANY_ADDRESS else action_interface
+        self.action_url = action_url(action_port, action_host)
+        self.action_token = action_token or new_action_token()
         env = process_env(
-            database_url=database_url, project=project, extra=dict(extra_env or {})
+            database_url=database_url,
+            project=project,
+            extra={**(extra_env or {}), "CRM_ACTION_TOKEN": self.action_token},
         )
 
         def log_path(name: str) -> Path | None:
@@ -111,10 +132,10 @@ class BotStack:
 
         self.actions = ServerProcess(
             "action server",
-            action_server_argv(port=action_port),
+            action_server_argv(port=action_port, interface=action_interface),
             env=env,
             cwd=project,
-            ready_url=f"http://{LOOPBACK}:{action_port}/health",
+            ready_url=self.action_url.removesuffix("/webhook") + "/health",
             log_path=log_path("actions"),
             new_session=new_session,
         )

@@ -5,10 +5,16 @@ is trained if its training data changed (``bot.training``). A ``BotStack`` (the
 action server on ``ACTION_PORT``, the Rasa server on ``RASA_PORT``, from
 ``crm_settings``) is then started, watched and stopped together on Ctrl-C; if
 one process exits, all are stopped. Their logs go to stdout.
+
+The action server only answers calls carrying ``CRM_ACTION_TOKEN``; when that
+setting is unset, a random token is generated once and kept in
+``var/action-token`` (mode 0600) for later runs.
 """
 
 from __future__ import annotations
 
+import os
+import secrets
 import signal
 import sys
 import time
@@ -20,6 +26,7 @@ from runtime.stack import BotStack
 
 DEMO_DIR = PROJECT_ROOT / "data" / "demo"
 RUNTIME_DIR = PROJECT_ROOT / "var" / "run"
+TOKEN_FILE = PROJECT_ROOT / "var" / "action-token"
 STOP_TIMEOUT = 15.0
 
 Log = Callable[[str], None]
@@ -56,6 +63,36 @@ def prepare_store(url: str, demo_dir: Path = DEMO_DIR) -> str:
     )
 
 
+def stored_action_token(path: Path = TOKEN_FILE) -> str:
+    """The action token kept in ``path``, created (random, mode 0600) if missing.
+
+    A file that is not private to its owner, or holds less than 32 bytes, is
+    replaced by a new token.
+    """
+    try:
+        token = path.read_text().strip()
+        private = path.stat().st_mode & 0o077 == 0
+    except FileNotFoundError:
+        token, private = "", False
+    if private and len(token.encode()) >= 32:
+        return token
+    token = secrets.token_hex(32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(token + "\n")
+    return token
+
+
+def action_token() -> str:
+    """``CRM_ACTION_TOKEN`` if set, else the one stored under ``var/``."""
+    configured = get_settings().action_token
+    if configured is not None:
+        return configured.get_secret_value()
+    return stored_action_token()
+
+
 def runtime_stack(url: str, model: Path) -> BotStack:
     """The stack ``crm run`` supervises: ports and interface from the settings.
 
@@ -71,6 +108,8 @@ def runtime_stack(url: str, model: Path) -> BotStack:
         rasa_port=settings.rasa_port,
         action_port=settings.action_port,
         rasa_interface=settings.rasa_interface,
+        action_interface=settings.action_interface,
+        action_token=action_token(),
         cors="*",
         new_session=False,
     )

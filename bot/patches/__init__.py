@@ -11,12 +11,15 @@ the patches, then move ``PINNED_RASA_VERSION``.
 - ``action_calls``: custom-action responses validated with a compiled validator.
 - ``response_selection``: the ResponseSelector runs for ``faq`` messages only.
 - ``event_streaming``: a turn's new events reach the broker without a re-read.
+- ``payload_gate``: ``/intent{json}`` parsed as a payload only if the bot offered it
+  (a trust boundary, not a cost: see the module docstring).
 """
 
 from __future__ import annotations
 
 from bot.patches.action_calls import install_cached_validation
 from bot.patches.event_streaming import install_counted_streaming
+from bot.patches.payload_gate import install_payload_gate
 from bot.patches.policy_cache import check_size, install_policy_cache
 from bot.patches.response_selection import install_intent_gated_selection
 from bot.patches.turn_gate import check_limit, install_turn_gate
@@ -73,3 +76,4 @@ def install_all(*, max_concurrent_turns: int, policy_cache_size: int) -> None:
     install_cached_validation()
     install_intent_gated_selection()
     install_counted_streaming()
+    install_payload_gate()

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from crm_store.errors import InvalidInput, NotFound
 from crm_store.models import CHANNELS, Conversation, utcnow
+from crm_store.services.history import stored_tracker_key
 
 OUTCOMES = ("self_served", "escalated", "abandoned")
 
@@ -20,11 +21,14 @@ def open_conversation(
     conversation_id: str,
     channel: str,
     customer_id: str | None = None,
+    tracker_key: str | None = None,
     at: dt.datetime | None = None,
 ) -> Conversation:
     """Return the open conversation with this id, creating it on first message.
 
     Touches ``last_activity_at`` and fills in the customer once it is known.
+    ``tracker_key`` (the namespaced Rasa sender id) is set on creation; ids come
+    from ``crm_store.services.history.next_conversation_id``.
     """
     if channel not in CHANNELS:
         raise InvalidInput(f"unknown channel {channel!r}")
@@ -33,8 +37,10 @@ def open_conversation(
     if conversation is None:
         try:
             with session.begin_nested():
+                key = stored_tracker_key(tracker_key) if tracker_key else None
                 conversation = Conversation(
                     id=conversation_id,
+                    tracker_key=key,
                     channel=channel,
                     customer_id=customer_id,
                     started_at=at,
@@ -45,7 +51,11 @@ def open_conversation(
                 session.flush()
             return conversation
         except IntegrityError:
+            # Same id opened meanwhile, or another open conversation of the same
+            # tracker key (one per key): continue that one.
             conversation = session.get(Conversation, conversation_id)
+            if conversation is None and tracker_key:
+                conversation = _open_for_key(session, stored_tracker_key(tracker_key))
             if conversation is None:
                 raise
     if customer_id and not conversation.customer_id:
@@ -53,6 +63,13 @@ def open_conversation(
     if at > conversation.last_activity_at:
         conversation.last_activity_at = at
     return conversation
+
+
+def _open_for_key(session: Session, key: str) -> Conversation | None:
+    stmt = select(Conversation).where(
+        Conversation.tracker_key == key, Conversation.status == "open"
+    )
+    return session.execute(stmt).scalars().first()
 
 
 def close_conversation(

@@ -1,63 +1,61 @@
 """Contact-history bookkeeping for the bot's event broker.
 
-Conversation ids follow the Rasa sender id: the first conversation of a sender
-has exactly the sender id; once it is closed, the sender's next message opens
-``<sender id>~<n>`` (n = 2, 3, ...), so staff see each visit separately.
+A conversation belongs to a tracker key (the namespaced Rasa sender id,
+``rest:…``, ``telegram:…``; see ``channels.keys``), kept in
+``conversations.tracker_key``. Its id is issued here, opaque (``cv_`` + 32 hex
+digits), never derived from the sender: once a conversation is closed, the
+key's next message opens a new one with a new id, so staff see each visit
+separately. Seeded fixture conversations keep their own ids and have no key.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import uuid
 
-from sqlalchemy import and_, case, func, select, update
+from sqlalchemy import case, select, update
 from sqlalchemy.orm import Session
 
 from crm_store.models import Conversation, Interaction, utcnow
 
-SUFFIX_SEPARATOR = "~"
-MAX_CONVERSATION_ID = 128
+ID_PREFIX = "cv_"
+MAX_TRACKER_KEY = 255
 
 
-def base_id(sender_id: str) -> str:
-    """The first conversation id of a sender (room left for the ``~n`` suffix)."""
-    return sender_id[: MAX_CONVERSATION_ID - 8]
+def stored_tracker_key(tracker_key: str) -> str:
+    """The key as stored: longer keys keep a prefix plus a SHA-256 of the whole."""
+    if len(tracker_key) <= MAX_TRACKER_KEY:
+        return tracker_key
+    digest = hashlib.sha256(tracker_key.encode("utf-8", "surrogatepass")).hexdigest()
+    return f"{tracker_key[: MAX_TRACKER_KEY - 65]}#{digest}"
 
 
-def _later_ids(sender_id: str):  # noqa: ANN202
-    """Condition matching ``<sender>~<n>`` ids as a primary-key range (indexed)."""
-    prefix = sender_id + SUFFIX_SEPARATOR
-    # "~" is the last printable ASCII character: every id starting with the prefix
-    # sorts between the prefix and the sender id followed by DEL (0x7f).
-    return and_(Conversation.id > prefix, Conversation.id < sender_id + "\x7f")
+def latest_conversation(
+    session: Session, *, tracker_key: str | None = None, sender_id: str | None = None
+) -> Conversation | None:
+    """Return the key's most recent conversation (open or closed), if any.
 
-
-def latest_conversation(session: Session, *, sender_id: str) -> Conversation | None:
-    """Return the sender's most recent conversation (open or closed), if any."""
-    sender_id = base_id(sender_id)
-    first = session.get(Conversation, sender_id)
-    if first is None or first.status == "open":
-        return first
+    ``sender_id`` is the older name of ``tracker_key`` (the Rasa sender id).
+    """
+    key = tracker_key if tracker_key is not None else sender_id
+    if not key:
+        return None
     stmt = (
         select(Conversation)
-        .where(_later_ids(sender_id))
+        .where(Conversation.tracker_key == stored_tracker_key(key))
         .order_by(Conversation.started_at.desc(), Conversation.id.desc())
         .limit(1)
     )
-    return session.execute(stmt).scalars().first() or first
+    return session.execute(stmt).scalars().first()
 
 
-def next_conversation_id(session: Session, *, sender_id: str) -> str:
-    """Return the id for the sender's next conversation (see module docstring)."""
-    base = base_id(sender_id)
-    if session.get(Conversation, base) is None:
-        return base
-    count = session.execute(
-        select(func.count()).select_from(Conversation).where(_later_ids(base))
-    ).scalar_one()
-    number = count + 2
-    while session.get(Conversation, f"{base}{SUFFIX_SEPARATOR}{number}") is not None:
-        number += 1
-    return f"{base}{SUFFIX_SEPARATOR}{number}"
+def next_conversation_id(
+    session: Session, *, tracker_key: str | None = None, sender_id: str | None = None
+) -> str:
+    """Issue a new, unused conversation id (the key does not shape it)."""
+    del session, tracker_key, sender_id  # random ids: no lookup needed
+    return f"{ID_PREFIX}{uuid.uuid4().hex}"
 
 
 def conversations_by_id(session: Session, *, ids: set[str]) -> list[Conversation]:

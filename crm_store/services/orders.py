@@ -69,27 +69,40 @@ def get_order_for_customer(
     return order
 
 
+def postcodes_match(expected: str | None, given: object) -> bool:
+    """Compare postcodes ignoring spaces and case (``5500le`` == ``5500 LE``).
+
+    False when either is empty or ``given`` is not a string.
+    """
+    if not isinstance(expected, str) or not isinstance(given, str):
+        return False
+
+    def squash(value: str) -> str:
+        return "".join(value.split()).upper()
+
+    return bool(squash(expected)) and squash(expected) == squash(given)
+
+
 def verify_order_postcode(
     session: Session, *, order_number: str, postcode: str
 ) -> str | None:
-    """Return the customer id if ``postcode`` matches the order's customer, else None.
+    """Return the customer id if ``postcode`` is the order's delivery postcode.
 
-    Postcodes compare without spaces and case (``5500le`` == ``5500 LE``).
+    The postcode proven is where the order went (``orders.delivery_postcode``),
+    not the customer's current address. Postcodes compare without spaces and
+    case. This check records nothing: customer-facing checks go through
+    ``crm_store.services.verification.attempt_postcode`` (lock-outs, limits).
     """
+    if not isinstance(order_number, str):
+        return None
     try:
         number = normalize_order_number(order_number)
     except InvalidInput:
         return None
     order = session.get(Order, number)
-    if order is None or order.customer is None or not order.customer.postcode:
+    if order is None or not postcodes_match(order.delivery_postcode, postcode):
         return None
-
-    def squash(value: str) -> str:
-        return "".join((value or "").split()).upper()
-
-    if squash(order.customer.postcode) == squash(postcode) and squash(postcode):
-        return order.customer_id
-    return None
+    return order.customer_id
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from rasa_sdk.events import SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
 from channels.identity_assertion import metadata_for
+from channels.keys import rest_sender
 
 SECRET = "actions-test-secret-0123456789abcdef"
 DOMAIN: dict[str, Any] = yaml.safe_load(
@@ -27,16 +29,20 @@ def new_sender() -> str:
 
 
 def signed(sender: str, kind: str, value: str, secret: str = SECRET) -> dict:
-    """Message metadata carrying a signed channel identity for ``sender``."""
-    return metadata_for(secret, sender, kind, value)
+    """Message metadata carrying a fresh signed identity for tracker ``sender``.
+
+    Assertions are signed for the REST client's own sender id: ``rest:s1`` -> ``s1``.
+    """
+    return metadata_for(secret, rest_sender(sender) or sender, kind, value)
 
 
 def verified(customer_id: str, method: str = "order_postcode", **slots: Any) -> dict:
-    """Slots of a sender verified as ``customer_id``."""
+    """Slots of a sender verified as ``customer_id`` just now (``verified_at``)."""
     return {
         "verified": True,
         "customer_id": customer_id,
         "verification_method": method,
+        "verified_at": time.time(),
         **slots,
     }
 

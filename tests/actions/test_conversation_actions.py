@@ -5,7 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from action_support import responses, run, slots_of, tracker, user_event, verified
+from action_support import (
+    new_sender,
+    responses,
+    run,
+    slots_of,
+    tracker,
+    user_event,
+    verified,
+)
 from sqlalchemy import select
 from sqlalchemy.orm import sessionmaker
 
@@ -13,8 +21,9 @@ from actions.common import TASK_SLOTS
 from actions.csat import ActionRecordCsat, ActionStopTask, ActionWrapUp
 from actions.handoff import ActionFallback, ActionHandoff, ActionHumanDeclined
 from crm_settings import get_settings
-from crm_store.models import Conversation, Handoff, Ticket
+from crm_store.models import Conversation, Handoff, Interaction, Ticket
 from crm_store.services.handoff import agents_available
+from crm_store.services.history import latest_conversation
 
 
 def assert_reset(events: list[dict]) -> None:
@@ -29,10 +38,37 @@ def test_stop_task(store) -> None:
     assert "task_resolved" not in slots_of(events)
 
 
+def conversation_of(store: sessionmaker, sender: str) -> Conversation | None:
+    with store() as session:
+        return latest_conversation(session, tracker_key=sender)
+
+
+def csat_rows(store: sessionmaker, sender: str) -> list[Interaction]:
+    with store() as session:
+        return list(
+            session.execute(
+                select(Interaction)
+                .join(Conversation, Conversation.id == Interaction.conversation_id)
+                .where(Interaction.intent == "csat", Conversation.tracker_key == sender)
+            ).scalars()
+        )
+
+
+def ask_csat(sender: str) -> None:
+    events, messages = run(
+        ActionWrapUp(), tracker(slots={"task_resolved": True}, sender=sender)
+    )
+    assert responses(messages) == ["utter_ask_csat"]
+
+
 def test_wrap_up_asks_csat_once_after_a_resolved_task(store) -> None:
-    events, messages = run(ActionWrapUp(), tracker(slots={"task_resolved": True}))
+    sender = new_sender()
+    events, messages = run(
+        ActionWrapUp(), tracker(slots={"task_resolved": True}, sender=sender)
+    )
     assert responses(messages) == ["utter_ask_csat"]
     assert slots_of(events) == {"csat_asked": True}
+    assert conversation_of(store, sender).csat_requested_at is not None
     done = {"task_resolved": True, "csat_asked": True}
     events, messages = run(ActionWrapUp(), tracker(slots=done, intent="thanks"))
     assert (events, responses(messages)) == ([], ["utter_you_are_welcome"])
@@ -40,52 +76,102 @@ def test_wrap_up_asks_csat_once_after_a_resolved_task(store) -> None:
     assert (events, responses(messages)) == ([], ["utter_ok_anything_else"])
 
 
-def test_record_csat_on_the_conversation(store: sessionmaker) -> None:
+def rate(sender: str, score: str, **slots: object) -> tuple[list, list]:
     t = tracker(
-        slots=verified("C0002"),
+        slots=slots,
         intent="rate",
-        text="I'd give it a 4",
-        entities=[{"entity": "rating", "value": "4"}],
-        sender="s-csat",
+        text=f"I'd give it a {score}",
+        entities=[{"entity": "rating", "value": score}],
+        sender=sender,
     )
-    events, messages = run(ActionRecordCsat(), t)
+    return run(ActionRecordCsat(), t)
+
+
+def test_record_csat_once_where_asked(store: sessionmaker) -> None:
+    sender = new_sender()
+    ask_csat(sender)
+    events, messages = rate(sender, "4", **verified("C0002"), csat_asked=True)
     assert responses(messages) == ["utter_thanks_for_rating"]
     slots = slots_of(events)
     assert slots["csat_asked"] is True and slots["task_resolved"] is False
     assert_reset(events)
-    with store() as session:
-        conversation = session.get(Conversation, "s-csat")
-        assert (conversation.csat, conversation.customer_id) == (4, "C0002")
+    for score in ("1", "5", "2"):
+        events, messages = rate(sender, score, csat_asked=True)
+        assert (events, responses(messages)) == ([], ["utter_csat_already_recorded"])
+    conversation = conversation_of(store, sender)
+    assert (conversation.csat, conversation.customer_id) == (4, "C0002")
+    [row] = csat_rows(store, sender)
+    assert row.meta["csat"] == 4 and row.conversation_id == conversation.id
+
+
+def test_unrequested_rating_records_nothing(store: sessionmaker) -> None:
+    sender = new_sender()
+    events, messages = rate(sender, "1")
+    assert (events, responses(messages)) == ([], ["utter_csat_not_requested"])
+    assert conversation_of(store, sender) is None
+    events, messages = run(
+        ActionRecordCsat(), tracker(intent="rate", text="eleven", sender=sender)
+    )
+    assert (events, responses(messages)) == ([], ["utter_csat_not_requested"])
+    # A conversation that exists but where the bot never asked.
+    run(ActionHandoff(), tracker(intent="request_human", sender=sender))
+    assert conversation_of(store, sender) is not None
+    events, messages = rate(sender, "1", csat_asked=True)  # a forged slot
+    assert (events, responses(messages)) == ([], ["utter_csat_not_requested"])
+    assert conversation_of(store, sender).csat is None
+    assert csat_rows(store, sender) == []
 
 
 def test_record_csat_asks_again_on_a_bad_rating(store: sessionmaker) -> None:
-    t = tracker(intent="rate", text="eleven out of ten", sender="s-bad")
+    sender = new_sender()
+    ask_csat(sender)
+    t = tracker(
+        intent="rate",
+        text="eleven out of ten",
+        sender=sender,
+        slots={"csat_asked": True},
+    )
     events, messages = run(ActionRecordCsat(), t)
     assert responses(messages) == ["utter_ask_csat"]
     assert slots_of(events) == {"csat_asked": True}
-    with store() as session:
-        assert session.get(Conversation, "s-bad") is None
+    events, messages = rate(sender, {}, csat_asked=True)  # type: ignore[arg-type]
+    assert responses(messages) == ["utter_ask_csat"]
+    assert conversation_of(store, sender).csat is None
 
 
 def test_csat_of_unverified_sender_is_anonymous(store: sessionmaker) -> None:
-    t = tracker(slots={"customer_id": "C0002"}, intent="rate", text="5", sender="s-an")
+    sender = new_sender()
+    ask_csat(sender)
+    t = tracker(slots={"customer_id": "C0002"}, intent="rate", text="5", sender=sender)
     run(ActionRecordCsat(), t)
-    with store() as session:
-        conversation = session.get(Conversation, "s-an")
-        assert (conversation.csat, conversation.customer_id) == (5, None)
+    conversation = conversation_of(store, sender)
+    assert (conversation.csat, conversation.customer_id) == (5, None)
 
 
 # --- handoff ----------------------------------------------------------------------
 
 
+def handoffs_of(store: sessionmaker, sender: str) -> list[Handoff]:
+    with store() as session:
+        return list(
+            session.execute(
+                select(Handoff)
+                .join(Conversation, Conversation.id == Handoff.conversation_id)
+                .where(Conversation.tracker_key == sender)
+                .order_by(Handoff.id)
+            ).scalars()
+        )
+
+
 def test_handoff_queues_the_conversation_with_a_packet(store: sessionmaker) -> None:
     history = [user_event("check_order_status", "where is my order")]
+    sender = new_sender()
     t = tracker(
         slots=verified("C0002", handoff_reason="fallback"),
         intent="human_handoff",
         text="I want a human",
         history=history,
-        sender="s-hand",
+        sender=sender,
     )
     open_hours = agents_available()
     events, messages = run(ActionHandoff(), t)
@@ -93,18 +179,18 @@ def test_handoff_queues_the_conversation_with_a_packet(store: sessionmaker) -> N
     assert slots["escalated"] is True and slots["human_offered"] is False
     assert slots["handoff_reason"] is None
     assert_reset(events)
+    [handoff] = handoffs_of(store, sender)
     with store() as session:
-        [handoff] = session.execute(
-            select(Handoff).where(Handoff.customer_id == "C0002")
-        ).scalars()
         callbacks = session.execute(
             select(Ticket).where(
                 Ticket.customer_id == "C0002", Ticket.kind == "callback"
             )
         ).scalars()
         callbacks = list(callbacks)
+    assert handoff.customer_id == "C0002"
     assert handoff.reason == "fallback" and handoff.status == "waiting"
     assert handoff.packet["verified"] is True
+    assert handoff.packet["conversation_id"] == handoff.conversation_id
     assert handoff.packet["last_intents"] == ["check_order_status", "human_handoff"]
     assert handoff.packet["channel"] == "chat"
     if open_hours:
@@ -117,24 +203,63 @@ def test_handoff_queues_the_conversation_with_a_packet(store: sessionmaker) -> N
 
 
 def test_handoff_of_unverified_sender_carries_no_customer(store: sessionmaker) -> None:
+    sender = new_sender()
     t = tracker(
         slots={"customer_id": "C0002", "handoff_reason": "made-up"},
         intent="human_handoff",
-        sender="s-anon",
+        sender=sender,
     )
     events, messages = run(ActionHandoff(), t)
     assert responses(messages) in (
         ["utter_handoff_queued"],
         ["utter_handoff_after_hours"],
     )
+    [mine] = handoffs_of(store, sender)
+    assert mine.customer_id is None and mine.reason == "other"
+    assert mine.packet["verified"] is False
+
+
+def test_a_second_request_returns_the_waiting_one(store: sessionmaker) -> None:
+    sender = new_sender()
+    t = tracker(slots=verified("C0002"), intent="request_human", sender=sender)
+    run(ActionHandoff(), t)
+    for _ in range(3):
+        events, messages = run(ActionHandoff(), t)
+        if agents_available():
+            assert responses(messages) == ["utter_handoff_already_queued"]
+            assert messages[0]["position"] >= 1
+        else:
+            assert responses(messages) == ["utter_handoff_after_hours"]
+        assert slots_of(events)["escalated"] is True
+    assert len(handoffs_of(store, sender)) == 1
     with store() as session:
-        handoff = session.execute(
-            select(Handoff).where(Handoff.packet.isnot(None))
+        callbacks = session.execute(
+            select(Ticket).where(
+                Ticket.customer_id == "C0002", Ticket.kind == "callback"
+            )
         ).scalars()
-        mine = [h for h in handoff if h.packet.get("conversation_id") == "s-anon"]
-    assert len(mine) == 1
-    assert mine[0].customer_id is None and mine[0].reason == "other"
-    assert mine[0].packet["verified"] is False
+        assert len(list(callbacks)) == (0 if agents_available() else 1)
+
+
+def test_handoffs_per_sender_are_limited(
+    store: sessionmaker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CRM_HANDOFF_SENDER_LIMIT", "2")
+    get_settings.cache_clear()
+    sender = new_sender()
+    t = tracker(intent="request_human", sender=sender)
+    for _ in range(2):
+        run(ActionHandoff(), t)
+        with store.begin() as session:  # an agent resolves it: a new one is allowed
+            for handoff in handoffs_of(store, sender):
+                session.merge(handoff).status = "resolved"
+    events, messages = run(ActionHandoff(), t)
+    assert responses(messages) == ["utter_handoff_limit"]
+    assert "escalated" not in slots_of(events)
+    assert len(handoffs_of(store, sender)) == 2
+    other = tracker(intent="request_human", sender=new_sender())
+    events, messages = run(ActionHandoff(), other)
+    assert responses(messages) != ["utter_handoff_limit"]
 
 
 # --- fallback ladder --------------------------------------------------------------

@@ -137,7 +137,10 @@ def test_cancel_a_placed_order_when_confirmed(store) -> None:
     number, owner = pick_order(store, Order.status.in_(("placed", "paid")))
     before = order(store, number)
     t = tracker(
-        slots=verified(owner, order_number=number, confirm_cancel=True), sender="s-c"
+        slots=verified(
+            owner, order_number=number, confirm_cancel=True, confirmed_order=number
+        ),
+        sender="s-c",
     )
     events, messages = run(ActionCancelOrder(), t)
     assert responses(messages) == ["utter_order_cancelled", "utter_anything_else"]
@@ -155,7 +158,11 @@ def test_cancel_kept_when_not_confirmed(store) -> None:
     number, owner = pick_order(store, Order.status.in_(("placed", "paid")))
     events, messages = run(
         ActionCancelOrder(),
-        tracker(slots=verified(owner, order_number=number, confirm_cancel=False)),
+        tracker(
+            slots=verified(
+                owner, order_number=number, confirm_cancel=False, confirmed_order=number
+            )
+        ),
     )
     assert responses(messages) == ["utter_cancel_kept"]
     assert_reset(events)
@@ -166,7 +173,14 @@ def test_cancel_refused_for_shipped_or_someone_elses_order(store) -> None:
     shipped, owner = pick_order(store, Order.status == "shipped")
     events, messages = run(
         ActionCancelOrder(),
-        tracker(slots=verified(owner, order_number=shipped, confirm_cancel=True)),
+        tracker(
+            slots=verified(
+                owner,
+                order_number=shipped,
+                confirm_cancel=True,
+                confirmed_order=shipped,
+            )
+        ),
     )
     assert responses(messages) == ["utter_cannot_cancel_shipped"]
     assert_reset(events)
@@ -174,7 +188,11 @@ def test_cancel_refused_for_shipped_or_someone_elses_order(store) -> None:
     other = "C0001" if owner != "C0001" else "C0002"
     events, messages = run(
         ActionCancelOrder(),
-        tracker(slots=verified(other, order_number=placed, confirm_cancel=True)),
+        tracker(
+            slots=verified(
+                other, order_number=placed, confirm_cancel=True, confirmed_order=placed
+            )
+        ),
     )
     assert responses(messages) == ["utter_order_not_found"]
     assert_reset(events)

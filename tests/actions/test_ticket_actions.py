@@ -75,7 +75,12 @@ def test_ticket_actions_refuse_missing_answers(store, action) -> None:
 def test_start_return_creates_an_rma(store) -> None:
     number, owner, _ = order_with_return(store, eligible=True)
     t = tracker(
-        slots=verified(owner, order_number=number, return_reason="too small"),
+        slots=verified(
+            owner,
+            order_number=number,
+            confirmed_order=number,
+            return_reason="too small",
+        ),
         sender="s-ret",
     )
     events, messages = run(ActionStartReturn(), t)
@@ -94,7 +99,8 @@ def test_start_return_refused_for_closed_window_or_other_owner(store) -> None:
         store, eligible=False, reason="window_closed"
     )
     events, messages = run(
-        ActionStartReturn(), tracker(slots=verified(owner, order_number=number))
+        ActionStartReturn(),
+        tracker(slots=verified(owner, order_number=number, confirmed_order=number)),
     )
     assert responses(messages) == ["utter_return_window_closed"]
     assert messages[0]["window_days"] == eligibility.window_days
@@ -102,7 +108,8 @@ def test_start_return_refused_for_closed_window_or_other_owner(store) -> None:
     number, owner, _ = order_with_return(store, eligible=True)
     other = "C0001" if owner != "C0001" else "C0002"
     events, messages = run(
-        ActionStartReturn(), tracker(slots=verified(other, order_number=number))
+        ActionStartReturn(),
+        tracker(slots=verified(other, order_number=number, confirmed_order=number)),
     )
     assert responses(messages) == ["utter_order_not_found"]
     assert tickets_of(store, order_id=number, kind="return") == []

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
+import pytest
 from action_support import (
     DOMAIN,
+    new_sender,
     order_with_return,
     pick_order,
     responses,
@@ -16,6 +19,7 @@ from action_support import (
     verified,
 )
 from rasa_sdk.executor import CollectingDispatcher
+from sqlalchemy import select
 from sqlalchemy.orm import sessionmaker
 
 from actions.common import TASK_SLOTS
@@ -26,13 +30,21 @@ from actions.verification import (
     ActionStartTask,
     ValidateVerifyForm,
 )
-from crm_store.models import Customer, Order
+from crm_store.models import Customer, Order, VerificationAttempt
 from crm_store.services.orders import orders_for_customer
+from crm_store.services.verification import client_key_for, record_attempt
 
 
 def customer(store: sessionmaker, customer_id: str) -> Customer:
     with store() as session:
         return session.get(Customer, customer_id)
+
+
+def proof_time(slots: dict) -> float:
+    """Pop ``verified_at`` from the slots and check it is about now."""
+    at = slots.pop("verified_at")
+    assert isinstance(at, float) and abs(time.time() - at) < 60
+    return at
 
 
 # --- greeting ---------------------------------------------------------------------
@@ -41,10 +53,14 @@ def customer(store: sessionmaker, customer_id: str) -> Customer:
 def test_greet_by_name_with_a_signed_identity(store: sessionmaker) -> None:
     c0001 = customer(store, "C0001")
     t = tracker(
-        intent="greet", sender="s1", metadata=signed("s1", "email", c0001.email)
+        intent="greet",
+        sender="rest:s1",
+        metadata=signed("rest:s1", "email", c0001.email),
     )
     events, messages = run(ActionGreet(), t)
-    assert slots_of(events) == {
+    slots = slots_of(events)
+    proof_time(slots)
+    assert slots == {
         "customer_id": "C0001",
         "verified": True,
         "verification_method": "identity:email",
@@ -66,12 +82,12 @@ def test_greet_plainly_without_or_with_a_forged_or_unknown_identity(
     email = customer(store, "C0001").email
     for metadata in (
         None,
-        signed("s1", "email", email, secret="not-the-secret"),
-        signed("other-sender", "email", email),
-        signed("s1", "email", "nobody@example.com"),
+        signed("rest:s1", "email", email, secret="not-the-secret-" + "x" * 32),
+        signed("rest:other-sender", "email", email),
+        signed("rest:s1", "email", "nobody@example.com"),
     ):
         events, messages = run(
-            ActionGreet(), tracker(intent="greet", sender="s1", metadata=metadata)
+            ActionGreet(), tracker(intent="greet", sender="rest:s1", metadata=metadata)
         )
         assert events == []
         assert responses(messages) == ["utter_greet"]
@@ -99,11 +115,13 @@ def test_start_task_with_signed_identity_needs_no_verification(
         intent="ticket_status",
         text="what about T-ABC234",
         entities=[{"entity": "ticket_number", "value": "T-ABC234"}],
-        sender="s2",
-        metadata=signed("s2", "email", email),
+        sender="rest:s2",
+        metadata=signed("rest:s2", "email", email),
     )
     events, messages = run(ActionStartTask(), t)
-    assert slots_of(events) == {
+    slots = slots_of(events)
+    proof_time(slots)
+    assert slots == {
         "pending_task": "ticket_status",
         "task_ok": None,
         "customer_id": "C0001",
@@ -124,10 +142,55 @@ def test_start_task_reads_a_ticket_number_the_nlu_missed(store: sessionmaker) ->
 # --- verification form ------------------------------------------------------------
 
 
-def verify(slots: dict, **candidates: object) -> tuple[dict, list[str], list[dict]]:
-    t = tracker(slots=slots, candidates=candidates, form="verify_form")
+def verify(
+    slots: dict,
+    *,
+    sender: str | None = None,
+    metadata: dict | None = None,
+    **candidates: object,
+) -> tuple[dict, list[str], list[dict]]:
+    t = tracker(
+        slots=slots,
+        candidates=candidates,
+        form="verify_form",
+        sender=sender,
+        metadata=metadata,
+    )
     events, messages = run(ValidateVerifyForm(), t)
     return slots_of(events), responses(messages), messages
+
+
+def attempts(store: sessionmaker, **where: object) -> list[VerificationAttempt]:
+    with store() as session:
+        rows = session.execute(
+            select(VerificationAttempt)
+            .filter_by(**where)
+            .order_by(VerificationAttempt.id)
+        ).scalars()
+        return list(rows)
+
+
+def fail_in_store(store: sessionmaker, order_id: str, times: int, **kw) -> None:
+    """Failed attempts by other senders, straight into the store."""
+    with store.begin() as session:
+        for _ in range(times):
+            record_attempt(
+                session,
+                order_id=order_id,
+                customer_id=kw.get("customer_id"),
+                sender_key=kw.get("sender_key") or new_sender(),
+                client_key=kw.get("client_key"),
+                succeeded=False,
+            )
+
+
+PAUSED = {
+    "order_number": None,
+    "postcode": None,
+    "requested_slot": None,
+    "human_offered": True,
+    "handoff_reason": "verification_failed",
+}
 
 
 def test_verify_form_takes_order_number_from_unverified_sender(
@@ -144,12 +207,37 @@ def test_verify_form_rejects_a_malformed_order_number(store: sessionmaker) -> No
     assert said == ["utter_invalid_order_number"]
 
 
-def test_verify_form_refuses_a_locked_order(store: sessionmaker) -> None:
-    slots, said, _ = verify({"locked_orders": ["A10001"]}, order_number="A10001")
-    assert said == ["utter_verification_locked"]
+@pytest.mark.parametrize("value", [{}, 5, ["A10001"], {"id": "A10001"}, 1.5, True])
+def test_entities_of_the_wrong_type_get_a_clear_answer(
+    store: sessionmaker, value: object
+) -> None:
+    slots, said, _ = verify({}, order_number=value)
+    assert slots == {"order_number": None}
+    assert said == ["utter_invalid_order_number"]
+    slots, said, _ = verify({"order_number": "A10001"}, postcode=value)
+    assert slots == {"postcode": None}
+    assert said == ["utter_invalid_postcode"]
+    # Both at once (an /intent{json} message), as the form validates them.
+    slots, said, _ = verify({}, order_number=value, postcode=value)
     assert slots["order_number"] is None and slots["postcode"] is None
-    assert slots["human_offered"] is True
-    assert slots["handoff_reason"] == "verification_failed"
+    assert "verified" not in slots
+    assert attempts(store) == []
+
+
+def test_verify_form_refuses_an_order_locked_by_other_senders(
+    store: sessionmaker,
+) -> None:
+    fail_in_store(store, "A10001", 5, customer_id="C0001")
+    slots, said, messages = verify({}, order_number="A10001")
+    assert said == ["utter_verification_locked"]
+    assert slots == PAUSED
+    assert "C0001" not in str(messages)
+
+
+def test_a_locked_missing_order_gets_the_same_answer(store: sessionmaker) -> None:
+    fail_in_store(store, "A99999", 5)
+    slots, said, _ = verify({}, order_number="A99999")
+    assert (slots, said) == (PAUSED, ["utter_verification_locked"])
 
 
 def test_verify_form_for_verified_sender_ends_once_an_order_is_named(
@@ -165,6 +253,16 @@ def test_verify_form_for_verified_sender_ends_once_an_order_is_named(
     assert said == []
     slots, said, _ = verify(verified("C0001", pending_task="open_ticket"))
     assert slots == {"requested_slot": None}
+
+
+def test_verified_sender_with_a_malformed_order_number_is_asked_again(
+    store: sessionmaker,
+) -> None:
+    slots, said, _ = verify(
+        verified("C0001", pending_task="cancel_order"), order_number={}
+    )
+    assert slots == {"order_number": None, "requested_slot": "order_number"}
+    assert said == ["utter_invalid_order_number"]
 
 
 def test_order_number_validator_checks_ownership_for_verified_sender(
@@ -189,10 +287,14 @@ def test_order_number_validator_checks_ownership_for_verified_sender(
 
 def test_verify_form_verifies_on_the_right_postcode(store: sessionmaker) -> None:
     postcode = customer(store, "C0001").postcode
+    sender = new_sender()
     slots, said, _ = verify(
-        {"order_number": "A10001"}, postcode=postcode.replace(" ", "").lower()
+        {"order_number": "A10001"},
+        sender=sender,
+        postcode=postcode.replace(" ", "").lower(),
     )
     assert said == ["utter_verified"]
+    proof_time(slots)
     assert slots == {
         "postcode": postcode,
         "customer_id": "C0001",
@@ -200,31 +302,100 @@ def test_verify_form_verifies_on_the_right_postcode(store: sessionmaker) -> None
         "verification_method": "order_postcode",
         "requested_slot": None,
     }
+    [row] = attempts(store, sender_key=sender)
+    assert (row.order_id, row.customer_id, row.succeeded) == ("A10001", "C0001", True)
+
+
+def test_the_orders_delivery_postcode_counts_not_the_current_one(
+    store: sessionmaker,
+) -> None:
+    with store.begin() as session:
+        order = session.get(Order, "A10001")
+        current = order.customer.postcode
+        order.delivery_postcode = "1011 AB"
+    slots, said, _ = verify({"order_number": "A10001"}, postcode=current)
+    assert said == ["utter_verification_failed"] and "verified" not in slots
+    slots, said, _ = verify({"order_number": "A10001"}, postcode="1011ab")
+    assert said == ["utter_verified"] and slots["customer_id"] == "C0001"
 
 
 def test_verify_form_rejects_a_malformed_postcode(store: sessionmaker) -> None:
     slots, said, _ = verify({"order_number": "A10001"}, postcode="no idea")
     assert said == ["utter_invalid_postcode"]
     assert slots == {"postcode": None}
+    assert attempts(store) == []
 
 
-def test_verify_form_locks_the_order_after_three_wrong_postcodes(
+def test_five_wrong_postcodes_from_fresh_senders_lock_the_order(
     store: sessionmaker,
 ) -> None:
     wrong = "9999 ZZ"
-    assert customer(store, "C0001").postcode != wrong
-    state: dict = {"order_number": "A10001"}
-    for left in (2, 1):
-        slots, said, messages = verify(state, postcode=wrong)
+    right = customer(store, "C0001").postcode
+    assert right != wrong
+    for left in (4, 3, 2, 1):
+        # A new sender id each time (tracker() makes one): nothing resets.
+        slots, said, messages = verify({"order_number": "A10001"}, postcode=wrong)
         assert said == ["utter_verification_failed"]
         assert messages[0]["attempts_left"] == left
-        assert slots["postcode"] is None and "verified" not in slots
-        state["postcode_failures"] = slots["postcode_failures"]
-    slots, said, _ = verify(state, postcode=wrong)
-    assert said == ["utter_verification_locked"]
-    assert slots["locked_orders"] == ["A10001"]
-    assert slots["postcode_failures"] == {"A10001": 3}
-    assert "verified" not in slots
+        assert slots == {"postcode": None}
+    slots, said, _ = verify({"order_number": "A10001"}, postcode=wrong)
+    assert (slots, said) == (PAUSED, ["utter_verification_locked"])
+    # The right postcode from yet another sender proves nothing now.
+    slots, said, messages = verify({"order_number": "A10001"}, postcode=right)
+    assert (slots, said) == (PAUSED, ["utter_verification_locked"])
+    assert "C0001" not in str(messages)
+    rows = attempts(store, order_id="A10001")
+    assert len(rows) == 6 and not any(r.succeeded for r in rows)
+    assert len({r.sender_key for r in rows}) == 6
+    # Another customer's order still verifies.
+    slots, said, _ = verify(
+        {"order_number": "A10002"}, postcode=customer(store, "C0002").postcode
+    )
+    assert said == ["utter_verified"] and slots["customer_id"] == "C0002"
+
+
+def test_a_locked_customer_is_not_announced_and_not_verified(
+    store: sessionmaker,
+) -> None:
+    with store() as session:
+        orders = orders_for_customer(session, customer_id="C0002", limit=5)
+    assert len(orders) >= 2
+    target, *others = [o.id for o in orders]
+    for number in others:
+        fail_in_store(store, number, 10 // len(others) + 1, customer_id="C0002")
+    slots, said, messages = verify(
+        {"order_number": target}, postcode=customer(store, "C0002").postcode
+    )
+    # Answered like a wrong postcode: a "paused" reply would tell the order exists.
+    assert said == ["utter_verification_failed"]
+    assert messages[0]["attempts_left"] == 4
+    assert slots == {"postcode": None}
+
+
+def test_a_sender_is_limited_across_orders(store: sessionmaker) -> None:
+    sender = new_sender()
+    fail_in_store(store, "A99998", 10, sender_key=sender)
+    slots, said, _ = verify({}, sender=sender, order_number="A10001")
+    assert (slots, said) == (PAUSED, ["utter_verification_limited"])
+    slots, said, _ = verify(
+        {"order_number": "A10001"},
+        sender=sender,
+        postcode=customer(store, "C0001").postcode,
+    )
+    assert (slots, said) == (PAUSED, ["utter_verification_limited"])
+
+
+def test_a_client_address_is_limited_across_senders(store: sessionmaker) -> None:
+    ip = "203.0.113.77"
+    fail_in_store(store, "A99997", 30, client_key=client_key_for(ip))
+    slots, said, _ = verify({}, metadata={"client_ip": ip}, order_number="A10001")
+    assert (slots, said) == (PAUSED, ["utter_verification_limited"])
+    slots, said, _ = verify(
+        {}, metadata={"client_ip": "203.0.113.78"}, order_number="A10001"
+    )
+    assert slots == {"order_number": "A10001"}
+    # The address itself is never stored.
+    assert all(r.client_key != ip for r in attempts(store))
 
 
 # --- task check -------------------------------------------------------------------
@@ -251,6 +422,15 @@ def test_check_task_refuses_unverified_sender(store: sessionmaker) -> None:
     )
     assert_not_ok(events)
     assert said == []
+
+
+def test_check_task_refuses_a_malformed_order_number(store: sessionmaker) -> None:
+    for value in ({}, 5, ["A10001"], "nope"):
+        events, said, _ = check(
+            verified("C0001", pending_task="cancel_order", order_number=value)
+        )
+        assert_not_ok(events)
+        assert said == ["utter_invalid_order_number"]
 
 
 def test_check_task_passes_tasks_that_need_no_order(store: sessionmaker) -> None:

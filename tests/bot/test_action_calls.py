@@ -10,7 +10,7 @@ import pytest
 from aiohttp import web
 from jsonschema import ValidationError, validate
 from rasa.core.actions.action import RemoteAction
-from rasa.utils.endpoints import EndpointConfig
+from rasa.utils.endpoints import ClientResponseError, EndpointConfig
 
 from bot.patches.action_calls import _validate_action_result, install_cached_validation
 from bot.server import FALLBACK_MARK, FallbackActionEndpoint
@@ -126,3 +126,63 @@ def test_pooled_endpoint_still_answers_with_fallback_when_server_is_gone() -> No
 
     result = asyncio.run(scenario())
     assert result["responses"][0]["fallback"] == FALLBACK_MARK
+
+
+TOKEN = "t0ken-" + "9" * 40
+
+
+def _call_with_status(status: int, token: str | None = TOKEN) -> tuple[Any, list[Any]]:
+    """One action call against a server answering ``status``; (result, headers)."""
+
+    async def scenario() -> tuple[Any, list[Any]]:
+        seen: list[Any] = []
+
+        async def handler(request: web.Request) -> web.Response:
+            seen.append(request.headers.get("Authorization"))
+            if status == 200:
+                return web.json_response({"events": [], "responses": []})
+            return web.json_response({"error": "unauthorized"}, status=status)
+
+        runner, port = await _serve(handler)
+        endpoint = FallbackActionEndpoint.wrap(
+            EndpointConfig(f"http://127.0.0.1:{port}/webhook"),
+            action_timeout=2.0,
+            auth_token=token,
+        )
+        body = {"next_action": "action_list_orders", "sender_id": "s-auth"}
+        try:
+            return await endpoint.request(json=body), seen
+        finally:
+            await endpoint.pool.close()
+            await runner.cleanup()
+
+    return asyncio.run(scenario())
+
+
+def test_every_action_call_carries_the_token() -> None:
+    result, seen = _call_with_status(200)
+    assert result == {"events": [], "responses": []}
+    assert seen == [f"Bearer {TOKEN}"]
+
+
+def test_no_token_configured_sends_no_authorization_header() -> None:
+    _result, seen = _call_with_status(200, token=None)
+    assert seen == [None]
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_refused_token_is_an_outage_and_the_token_is_not_logged(
+    status: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level("ERROR", logger="bot.server"):
+        result, _seen = _call_with_status(status)
+    assert result["responses"][0]["fallback"] == FALLBACK_MARK
+    assert result["events"] == [{"event": "active_loop", "name": None}]
+    assert f"HTTP {status}" in caplog.text and "action_list_orders" in caplog.text
+    assert TOKEN not in caplog.text
+
+
+def test_other_client_errors_keep_rasas_handling() -> None:
+    with pytest.raises(ClientResponseError) as error:
+        _call_with_status(404)
+    assert error.value.status == 404

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 import shutil
 import time
 import uuid
@@ -20,6 +21,7 @@ from bot.broker import ContactHistoryBroker, event_id_for
 from crm_settings import get_settings
 from crm_store.db import make_session_factory
 from crm_store.models import Conversation, Customer, Interaction
+from crm_store.services.history import latest_conversation
 from crm_store.services.interactions import transcript
 from tests.conftest import PG_ADMIN_URL
 
@@ -80,14 +82,35 @@ def broker(empty_engine: Engine) -> Iterator[ContactHistoryBroker]:
     broker.stop()
 
 
-def rows_of(engine: Engine, conversation_id: str) -> list[Interaction]:
+def rows_of(engine: Engine, key: str) -> list[Interaction]:
+    """The transcript of the tracker key's newest conversation."""
     with make_session_factory(engine)() as session:
-        return transcript(session, conversation_id=conversation_id)
+        latest = latest_conversation(session, tracker_key=key)
+        return [] if latest is None else transcript(session, conversation_id=latest.id)
 
 
-def conversation(engine: Engine, conversation_id: str) -> Conversation | None:
+def conversation(engine: Engine, key: str) -> Conversation | None:
+    """The tracker key's newest conversation."""
     with make_session_factory(engine)() as session:
-        return session.get(Conversation, conversation_id)
+        return latest_conversation(session, tracker_key=key)
+
+
+def conversations_of(engine: Engine, key: str) -> list[Conversation]:
+    """All conversations of a tracker key, oldest first."""
+    with make_session_factory(engine)() as session:
+        stmt = (
+            select(Conversation)
+            .where(Conversation.tracker_key == key)
+            .order_by(Conversation.started_at)
+        )
+        return list(session.execute(stmt).scalars())
+
+
+def nested(depth: int) -> dict[str, Any]:
+    value: dict[str, Any] = {}
+    for _ in range(depth):
+        value = {"a": value}
+    return value
 
 
 def add_customer(engine: Engine) -> str:
@@ -210,9 +233,11 @@ def test_goodbye_closes_as_self_served(
     # The sender comes back: a new conversation, the old one stays closed.
     broker.publish(user(sender, "hello again"))
     assert broker.wait_idle()
-    again = conversation(empty_engine, f"{sender}~2")
-    assert again is not None and again.status == "open"
-    assert [r.text for r in rows_of(empty_engine, f"{sender}~2")] == ["hello again"]
+    first, again = conversations_of(empty_engine, sender)
+    assert first.id == closed.id and first.status == "closed"
+    assert again.status == "open" and again.id != first.id
+    assert again.id.startswith("cv_") and sender not in again.id
+    assert [r.text for r in rows_of(empty_engine, sender)] == ["hello again"]
 
 
 def test_escalated_conversation_closes_as_escalated(
@@ -435,7 +460,9 @@ async def test_a_turns_events_are_queued_as_one_item() -> None:
     assert broker.signals.queue.empty()  # handed over only when the turn yields
     await asyncio.sleep(0)
     item = broker.signals.queue.get_nowait()
-    assert item == [turn[1], turn[4], turn[5]]  # messages and tracked slots only
+    # Messages and tracked slots only, with the fields the recorder reads.
+    bot_part = {**turn[5], "data": {"buttons": [{"title": "Yes"}]}}
+    assert item == [turn[1], turn[4], bot_part]
     assert broker.signals.queue.empty()
 
 
@@ -524,7 +551,9 @@ def test_nothing_is_lost_while_the_database_is_down(empty_engine: Engine) -> Non
         )
 
 
-@pytest.mark.parametrize("sender", ["a%b_c", "x" * 200, "tele:+31 6 1234"])
+@pytest.mark.parametrize(
+    "sender", ["a%b_c", "x" * 200, "tele:+31 6 1234", "v1~9", "rest:" + "y" * 300]
+)
 def test_unusual_sender_ids_keep_one_open_conversation(
     broker: ContactHistoryBroker, empty_engine: Engine, sender: str
 ) -> None:
@@ -534,8 +563,119 @@ def test_unusual_sender_ids_keep_one_open_conversation(
     broker.publish(user(sender, "back again"))
     assert broker.wait_idle()
     with make_session_factory(empty_engine)() as session:
-        ids = sorted(session.execute(select(Conversation.id)).scalars())
-    first = sender[:120]
-    assert ids == sorted([first, f"{first}~2"])
-    assert [r.text for r in rows_of(empty_engine, first)] == ["one", "two", "bye"]
-    assert conversation(empty_engine, first).outcome == "self_served"
+        rows = session.execute(select(Conversation.id, Conversation.tracker_key)).all()
+    assert len(rows) == 2 and rows[0].id != rows[1].id
+    assert all(r.id.startswith("cv_") and len(r.id) == 35 for r in rows)
+    assert rows[0].tracker_key == rows[1].tracker_key
+    assert len(rows[0].tracker_key) <= 255
+    first, second = conversations_of(empty_engine, rows[0].tracker_key)
+    assert first.outcome == "self_served" and second.status == "open"
+    with make_session_factory(empty_engine)() as session:
+        texts = [r.text for r in transcript(session, conversation_id=first.id)]
+    assert texts == ["one", "two", "bye"]
+    assert [r.text for r in rows_of(empty_engine, sender)] == ["back again"]
+
+
+def test_look_alike_sender_ids_never_share_a_conversation(
+    broker: ContactHistoryBroker, empty_engine: Engine
+) -> None:
+    """Issue 11: ``v1~2`` was the second conversation of ``v1``; keys are exact now."""
+    keys = ["rest:v1", "rest:v1~2", "rest:" + "z" * 120, "rest:" + "z" * 120 + "~2"]
+    for key in keys:
+        broker.publish(user(key, f"I am {key}", "goodbye"))
+        assert broker.wait_idle()
+    broker.publish(user("rest:v1", "v1 is back"))
+    assert broker.wait_idle()
+    for key in keys:
+        owned = conversations_of(empty_engine, key)
+        assert len(owned) == (2 if key == "rest:v1" else 1)
+        assert {c.tracker_key for c in owned} == {key}
+    assert [r.text for r in rows_of(empty_engine, "rest:v1~2")] == ["I am rest:v1~2"]
+    assert [r.text for r in rows_of(empty_engine, "rest:v1")] == ["v1 is back"]
+
+
+def test_control_characters_and_lone_surrogates_are_cleaned(
+    broker: ContactHistoryBroker, empty_engine: Engine
+) -> None:
+    sender = new_sender()
+    broker.publish(user(sender, "a\x00b\ud800c\x1bd\ne\tf"))
+    broker.publish(bot(sender, "reply \udfff\x00"))
+    assert broker.wait_idle()
+    assert broker.lost_events == 0
+    rows = rows_of(empty_engine, sender)
+    assert [r.text for r in rows] == ["ab\ufffdcd\ne\tf", "reply \ufffd"]
+
+
+def test_full_queue_loses_the_turn_loudly_and_counts_it(
+    empty_engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    broker = ContactHistoryBroker(
+        make_session_factory(empty_engine), flush_interval=0.02, queue_limit=2
+    )  # not started: the writer is stopped, nothing leaves the queue
+    first, second, third = new_sender(), new_sender(), "rest:someone-else"
+    caplog.set_level(logging.ERROR, logger="bot.broker")
+    broker.publish(user(first, "one"))
+    broker.publish(user(second, "two"))
+    assert broker.lost_events == 0
+    broker.publish(user(third, "a secret text"))
+    broker.publish(bot(third, "and its answer"))
+    assert broker.lost_events == 2
+    lost = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(lost) == 2
+    assert all(third in r.getMessage() for r in lost)
+    assert all("full" in r.getMessage() for r in lost)
+    assert "secret" not in caplog.text and "answer" not in caplog.text
+
+    broker.start()  # the writer catches up with what was queued
+    try:
+        assert broker.wait_idle()
+    finally:
+        broker.stop()
+    assert [r.text for r in rows_of(empty_engine, first)] == ["one"]
+    assert [r.text for r in rows_of(empty_engine, second)] == ["two"]
+    assert conversation(empty_engine, third) is None
+    assert broker.lost_events == 2
+
+
+def test_an_event_the_writer_cannot_record_is_counted_the_rest_written(
+    broker: ContactHistoryBroker, empty_engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    sender = new_sender()
+    caplog.set_level(logging.ERROR, logger="contact_history")
+    broker.publish(user(sender, "hi"))
+    broker.publish(slot(sender, "customer_id", nested(5000)))  # str() recurses
+    broker.publish(bot(sender, "hello"))
+    assert broker.wait_idle()
+    assert [r.text for r in rows_of(empty_engine, sender)] == ["hi", "hello"]
+    assert broker.lost_events == 1
+    assert any(
+        sender in r.getMessage() and "slot" in r.getMessage()
+        for r in caplog.records
+        if r.name == "contact_history.writer" and r.levelno == logging.ERROR
+    )
+
+
+def test_writer_process_survives_events_nested_1000_levels(
+    empty_engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 11: deep metadata made pickling fail in the queue's feeder thread."""
+    url = empty_engine.url.render_as_string(hide_password=False)
+    broker = ContactHistoryBroker(database_url=url, flush_interval=0.02)
+    broker.start()
+    sender = new_sender()
+    caplog.set_level(logging.ERROR, logger="bot.broker")
+    try:
+        deep_user = user(sender, "nested metadata")
+        deep_user["metadata"] = nested(1000)
+        broker.publish(deep_user)
+        broker.publish(slot(sender, "escalated", nested(1000)))  # cannot be pickled
+        broker.publish(bot(sender, "answered"))
+        assert broker.wait_idle(120), "the writer process wrote nothing"
+        broker.publish(user(sender, "next turn"))
+        assert broker.wait_idle(60)
+    finally:
+        broker.stop()
+    texts = [r.text for r in rows_of(empty_engine, sender)]
+    assert texts == ["nested metadata", "answered", "next turn"]
+    assert broker.lost_events == 1
+    assert any(sender in r.getMessage() for r in caplog.records)

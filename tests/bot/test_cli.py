@@ -43,6 +43,7 @@ def seeded_url(tmp_path_factory) -> str:
         ["seed"],
         ["customer", "show"],
         ["customer", "timeline"],
+        ["outbox", "list"],
     ],
 )
 def test_help_everywhere(command):
@@ -125,3 +126,31 @@ def test_module_entry_point_runs():
     )
     assert result.returncode == 0, result.stderr
     assert "seed" in result.stdout
+
+
+def test_outbox_list_masks_recipients_and_shows_bodies_on_request(seeded_url):
+    from crm_store.db import session_factory
+    from crm_store.services.notifier import Notifier
+
+    with session_factory(seeded_url).begin() as session:
+        for n in (1, 2):
+            Notifier().notify(
+                session,
+                customer_id="C0001",
+                channel="email",
+                recipient=f"outbox.test{n}@example.org",
+                purpose="contact_change_code",
+                subject=f"Code {n}",
+                body=f"Your code is 00000{n}.",
+            )
+    listed = crm("outbox", "list", "--status", "pending", url=seeded_url)
+    assert listed.returncode == 0, listed.stderr
+    assert "o***@example.org" in listed.stdout and "Code 2" in listed.stdout
+    assert "outbox.test" not in listed.stdout and "000002" not in listed.stdout
+    newest = crm("outbox", "list", "--limit", "1", "--show-body", url=seeded_url)
+    assert newest.returncode == 0, newest.stderr
+    assert "Your code is 000002." in newest.stdout
+    assert "Code 1" not in newest.stdout
+    bad = crm("outbox", "list", "--status", "lost", url=seeded_url)
+    assert bad.returncode == 2 and "status must be one of" in bad.stderr
+    assert crm("outbox", "list", "--status", "sent", url=seeded_url).returncode == 0

@@ -25,6 +25,7 @@ PATCHED = [
     (ResponseSelector, "process"),
     (TrackerStore, "get_or_create_tracker"),
     (TrackerStore, "stream_events"),
+    (MessageProcessor, "_parse_message_with_graph"),
 ]
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -121,7 +121,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         workdir=workdir,
         log_dir=workdir,
         project=PROJECT,
-        extra_env={"CRM_IDENTITY_SECRET": identity_secret},
+        extra_env={
+            "CRM_IDENTITY_SECRET": identity_secret,
+            # Every e2e sender comes from 127.0.0.1: one client for the limits.
+            "CRM_VERIFY_CLIENT_LIMIT": "10000",
+        },
         endpoint_overrides={
             "event_broker": {
                 "type": "bot.broker.ContactHistoryBroker",

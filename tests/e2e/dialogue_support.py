@@ -12,11 +12,34 @@ from typing import Any
 from sqlalchemy import select
 
 from channels.identity_assertion import metadata_for
-from crm_store.models import Customer, Order, Ticket, utcnow
+from channels.keys import tracker_key
+from crm_store.models import Conversation, Customer, Order, Ticket, utcnow
+from crm_store.services.history import latest_conversation
 from crm_store.services.interactions import transcript
 from crm_store.services.returns import return_window_days
 
 HISTORY_TIMEOUT = 5.0
+
+
+def conversation_of(stack: Any, sender: str) -> Conversation | None:
+    """The newest conversation of a REST sender (tracker key ``rest:<sender>``)."""
+    with stack.factory() as session:
+        conversation = latest_conversation(
+            session, tracker_key=tracker_key("rest", sender)
+        )
+        session.expunge_all()
+        return conversation
+
+
+def history_of(stack: Any, sender: str) -> list:
+    """The transcript of a REST sender's newest conversation ([] before any)."""
+    with stack.factory() as session:
+        conversation = latest_conversation(
+            session, tracker_key=tracker_key("rest", sender)
+        )
+        if conversation is None:
+            return []
+        return transcript(session, conversation_id=conversation.id)
 
 
 @dataclass
@@ -47,8 +70,7 @@ class Chat:
         """Every user and bot message is in the contact history, with intents."""
         deadline = time.monotonic() + HISTORY_TIMEOUT
         while True:
-            with self.stack.factory() as session:
-                rows = transcript(session, conversation_id=self.sender)
+            rows = history_of(self.stack, self.sender)
             incoming = Counter(r.text for r in rows if r.direction == "in")
             outgoing = Counter(r.text for r in rows if r.direction == "out")
             missing_in = Counter(self.sent) - incoming
@@ -74,14 +96,35 @@ def email_of(stack: Any, customer_id: str) -> str:
         return session.get(Customer, customer_id).email
 
 
+# Orders and customers already handed to a test of this session: the e2e tests
+# share one stack and one store, and each test changes what it touches (status,
+# verification failures, locks), so no two tests get the same order, and a test
+# gets a customer no other test has while one is left.
+_TAKEN_ORDERS: set[str] = set()
+_TAKEN_CUSTOMERS: set[str] = set()
+
+
 def pick_order(stack: Any, *where: Any, offset: int = 0) -> Order:
-    """Return a fixture order matching ``where`` (ordered by id) with its customer."""
+    """Return a fixture order matching ``where`` that no other test was given.
+
+    Orders are taken in id order, skipping the first ``offset`` free ones; an
+    order of a customer no other test has is preferred. The order's customer
+    (postcode, e-mail) is loaded.
+    """
     with stack.factory() as session:
-        orders = session.execute(
-            select(Order).where(*where).order_by(Order.id).offset(offset).limit(1)
-        ).scalars()
-        order = next(iter(orders), None)
-        assert order is not None, f"fixture has no order for {where}"
+        candidates = [
+            order
+            for order in session.execute(
+                select(Order).where(*where).order_by(Order.id)
+            ).scalars()
+            if order.id not in _TAKEN_ORDERS
+        ]
+        fresh = [o for o in candidates if o.customer_id not in _TAKEN_CUSTOMERS]
+        pool = fresh[offset:] or candidates[offset:] or fresh or candidates
+        assert pool, f"fixture has no free order for {where}"
+        order = pool[0]
+        _TAKEN_ORDERS.add(order.id)
+        _TAKEN_CUSTOMERS.add(order.customer_id)
         _ = order.customer.postcode, order.customer.email
         session.expunge_all()
         return order

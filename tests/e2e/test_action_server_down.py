@@ -5,8 +5,9 @@ from __future__ import annotations
 import time
 import uuid
 
+from dialogue_support import history_of
+
 from bot.server import FALLBACK_MARK
-from crm_store.services.interactions import transcript
 
 FORBIDDEN = ("Traceback", "Exception", "Error", "RasaException", "5055")
 
@@ -31,9 +32,8 @@ def test_apology_and_human_offer_within_two_seconds(stack) -> None:
         assert forbidden not in str(replies)
 
     def logged() -> list:
-        with stack.factory() as session:
-            rows = transcript(session, conversation_id=sender)
-            return rows if len(rows) >= 2 else []
+        rows = history_of(stack, sender)
+        return rows if len(rows) >= 2 else []
 
     incoming, outgoing = stack.eventually(logged)
     assert (incoming.direction, incoming.text, incoming.intent) == (

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import uuid
 
+from dialogue_support import conversation_of, history_of
+
 from channels.identity_assertion import metadata_for
-from crm_store.models import Conversation
-from crm_store.services.interactions import timeline, transcript
+from crm_store.services.interactions import timeline
 
 CUSTOMER = "C0001"
 CUSTOMER_EMAIL = "farah.dijkstra1@example.com"
@@ -23,9 +24,8 @@ def test_customer_timeline_holds_every_message_with_intent(stack) -> None:
     expected = len(sent) + len(replies)
 
     def rows() -> list:
-        with stack.factory() as session:
-            found = transcript(session, conversation_id=sender)
-            return found if len(found) >= expected else []
+        found = history_of(stack, sender)
+        return found if len(found) >= expected else []
 
     history = stack.eventually(rows)
     assert len(history) == expected
@@ -46,10 +46,14 @@ def test_customer_timeline_holds_every_message_with_intent(stack) -> None:
         page = timeline(session, customer_id=CUSTOMER, limit=200)
         on_timeline = {r.event_id for r in page.items}
         assert {r.event_id for r in history} <= on_timeline
-        conversation = session.get(Conversation, sender)
-        assert conversation.customer_id == CUSTOMER
-        assert conversation.channel == "chat"
-        assert (conversation.status, conversation.outcome) == ("closed", "self_served")
+    conversation = conversation_of(stack, sender)
+    # The store issued the id; the tracker key is the namespaced sender id.
+    assert conversation.tracker_key == f"rest:{sender}"
+    assert conversation.id.startswith("cv_") and sender not in conversation.id
+    assert {r.conversation_id for r in history} == {conversation.id}
+    assert conversation.customer_id == CUSTOMER
+    assert conversation.channel == "chat"
+    assert (conversation.status, conversation.outcome) == ("closed", "self_served")
 
 
 def test_anonymous_conversation_is_recorded_without_customer(stack) -> None:
@@ -57,13 +61,12 @@ def test_anonymous_conversation_is_recorded_without_customer(stack) -> None:
     replies = stack.texts(sender, "hello")
 
     def rows() -> list:
-        with stack.factory() as session:
-            found = transcript(session, conversation_id=sender)
-            return found if len(found) >= 1 + len(replies) else []
+        found = history_of(stack, sender)
+        return found if len(found) >= 1 + len(replies) else []
 
     history = stack.eventually(rows)
     assert [r.text for r in history] == ["hello", *replies]
     assert all(r.customer_id is None for r in history)
-    with stack.factory() as session:
-        conversation = session.get(Conversation, sender)
-        assert (conversation.status, conversation.customer_id) == ("open", None)
+    conversation = conversation_of(stack, sender)
+    assert conversation.tracker_key == f"rest:{sender}"
+    assert (conversation.status, conversation.customer_id) == ("open", None)

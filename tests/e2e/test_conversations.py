@@ -6,9 +6,12 @@ every conversation must end up in the contact history with intents.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from dialogue_support import (
     Chat,
+    conversation_of,
     email_of,
     expired_orders,
     pick_order,
@@ -17,7 +20,8 @@ from dialogue_support import (
 from sqlalchemy import select
 
 from actions.common import fmt_date, fmt_money
-from crm_store.models import Conversation, Customer, Handoff, Order, Ticket
+from crm_store.models import Customer, Handoff, Order, Ticket
+from crm_store.services.notifier import list_outbox
 from crm_store.services.orders import orders_for_customer
 from crm_store.services.shipping import expected_delivery
 from crm_store.services.tickets import open_ticket
@@ -77,7 +81,7 @@ def test_shipped_order_status_after_order_and_postcode(stack) -> None:
     assert order.carrier in reply and order.tracking_number in reply
     assert fmt_date(window.earliest) in reply and fmt_date(window.latest) in reply
     chat.assert_history()
-    assert refresh(stack, Conversation, chat.sender).customer_id == order.customer_id
+    assert conversation_of(stack, chat.sender).customer_id == order.customer_id
 
 
 def test_delivered_order_status_with_identity(stack) -> None:
@@ -275,11 +279,23 @@ def test_ticket_status_of_someone_else(stack) -> None:
 # --- contact details ------------------------------------------------------------
 
 
+def code_sent_to(stack, recipient: str) -> str:
+    """The one-time code in the newest outbox message to ``recipient``."""
+    with stack.factory() as session:
+        latest = list_outbox(
+            session, recipient=recipient, purpose="contact_change_code"
+        )[0]
+    return re.search(r"\b(\d{6})\b", latest.body).group(1)
+
+
 def test_update_email(stack) -> None:
     chat = Chat(stack, identity=by_email(stack, "C0015"))
     chat.say("I want to change my email address")
     reply = chat.say("new.c0015@example.org")
-    assert "Done" in reply
+    assert "6-digit code" in reply
+    assert refresh(stack, Customer, "C0015").email != "new.c0015@example.org"
+    done = chat.say(code_sent_to(stack, "new.c0015@example.org"))
+    assert "Done" in done
     assert refresh(stack, Customer, "C0015").email == "new.c0015@example.org"
     chat.assert_history()
 
@@ -294,7 +310,9 @@ def test_update_phone_rejects_garbage_first(stack) -> None:
     # (request_human), which leaves any form by design.
     bad = chat.say("my phone is 12")
     assert "doesn't look like a phone number" in bad
-    done = chat.say("+31 6 1234 0016")
+    sent = chat.say("+31 6 1234 0016")
+    assert "6-digit code" in sent
+    done = chat.say(code_sent_to(stack, "+31612340016"))
     assert "Done" in done
     assert refresh(stack, Customer, "C0016").phone == "+31612340016"
     chat.assert_history()
@@ -304,10 +322,13 @@ def test_phone_change_needs_more_than_caller_id(stack) -> None:
     with stack.factory() as session:
         phone = session.get(Customer, "C0017").phone
     chat = Chat(stack, identity=("phone", phone))
-    chat.say("I have a new mobile number")
-    reply = chat.say("+31 6 5555 0017")
-    assert "one-time code" in reply
+    # Caller id is not enough for a change: order number and postcode first.
+    reply = chat.say("I have a new mobile number")
+    assert "order number" in reply and "postcode" in reply
+    chat.say("+31 6 5555 0017")
     assert refresh(stack, Customer, "C0017").phone == phone
+    with stack.factory() as session:
+        assert list_outbox(session, recipient="+31655550017") == []
     chat.assert_history()
 
 
@@ -353,7 +374,7 @@ def waiting_handoff(stack, sender: str) -> Handoff | None:
         row = (
             session.execute(
                 select(Handoff).where(
-                    Handoff.packet["conversation_id"].as_string() == sender
+                    Handoff.packet["tracker_key"].as_string() == f"rest:{sender}"
                 )
             )
             .scalars()
@@ -374,7 +395,7 @@ def test_request_human(stack) -> None:
     assert "request_human" in handoff.packet["last_intents"]
     chat.assert_history()
     stack.eventually(
-        lambda: refresh(stack, Conversation, chat.sender).outcome == "escalated",
+        lambda: conversation_of(stack, chat.sender).outcome == "escalated",
         timeout=5,
     )
 
@@ -410,7 +431,7 @@ def test_csat_after_resolved_task(stack) -> None:
     assert "1 to 5" in ask
     thanks = chat.say("5")
     assert "Thank you for your feedback" in thanks
-    assert refresh(stack, Conversation, chat.sender).csat == 5
+    assert conversation_of(stack, chat.sender).csat == 5
     rows = chat.assert_history()
     assert any(r.intent == "csat" and r.author == "customer" for r in rows)
 
@@ -423,9 +444,7 @@ def test_signed_identity_goodbye_closes_self_served(stack) -> None:
     chat.assert_history()
     conversation = stack.eventually(
         lambda: (
-            (c := refresh(stack, Conversation, chat.sender))
-            and c.status == "closed"
-            and c
+            (c := conversation_of(stack, chat.sender)) and c.status == "closed" and c
         ),
         timeout=5,
     )

@@ -8,7 +8,7 @@ import sys
 import uuid
 from pathlib import Path
 
-from crm_store.services.interactions import transcript
+from dialogue_support import history_of
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,8 +29,7 @@ def test_crm_chat_prints_the_bots_replies(stack) -> None:
     assert "bot>" in result.stdout
 
     def rows() -> list:
-        with stack.factory() as session:
-            return transcript(session, conversation_id=sender)
+        return history_of(stack, sender)
 
     history = stack.eventually(rows)
     assert history[0].text == "hello"

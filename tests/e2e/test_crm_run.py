@@ -14,6 +14,7 @@ import pytest
 import requests
 
 from crm_store.db import make_engine, make_session_factory
+from crm_store.services.history import latest_conversation
 from crm_store.services.interactions import transcript
 from runtime.processes import free_port, wait_until_ready
 
@@ -77,7 +78,8 @@ def test_crm_run_serves_the_bot_and_stops_everything_on_ctrl_c(
     # The turn was flushed to the contact history before the broker closed.
     engine = make_engine(url)
     with make_session_factory(engine)() as session:
-        rows = transcript(session, conversation_id=sender)
+        latest = latest_conversation(session, tracker_key=f"rest:{sender}")
+        rows = [] if latest is None else transcript(session, conversation_id=latest.id)
     engine.dispose()
     assert [r.direction for r in rows][:1] == ["in"]
     assert len(rows) == 1 + len(replies)

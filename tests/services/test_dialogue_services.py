@@ -15,14 +15,12 @@ from crm_store.models import (
     Conversation,
     Customer,
     Handoff,
-    Interaction,
     Order,
     Ticket,
 )
 from crm_store.seeding import DEFAULT_AS_OF
 from crm_store.services import (
     contact_details,
-    feedback,
     handoff,
     order_changes,
     returns,
@@ -276,22 +274,7 @@ def test_update_contact_rejections(session: Session) -> None:
         )
 
 
-# --- feedback and handoff -------------------------------------------------------
-
-
-def test_record_csat_creates_conversation_and_history(session: Session) -> None:
-    assert feedback.parse_csat("4 stars") == 4
-    with pytest.raises(InvalidInput):
-        feedback.parse_csat("7")
-    assert feedback.record_csat(
-        session, conversation_id="svc-csat-1", score=5, customer_id="C0001"
-    )
-    assert not feedback.record_csat(session, conversation_id="svc-csat-1", score=3)
-    assert session.get(Conversation, "svc-csat-1").csat == 3
-    row = session.execute(
-        select(Interaction).where(Interaction.event_id == "csat:svc-csat-1")
-    ).scalar_one()
-    assert row.author == "customer" and row.meta["csat"] == 5
+# --- handoff (CSAT: test_feedback_services.py) ---------------------------------
 
 
 def test_handoff_queue_position_and_packet(session: Session) -> None:
@@ -309,6 +292,7 @@ def test_handoff_queue_position_and_packet(session: Session) -> None:
     first = handoff.request_handoff(session, conversation_id="svc-h-1", packet=packet)
     again = handoff.request_handoff(session, conversation_id="svc-h-1", packet=packet)
     assert again.handoff_id == first.handoff_id
+    assert (first.status, again.status) == ("queued", "already_queued")
     vip = handoff.request_handoff(
         session, conversation_id="svc-h-2", packet=packet, priority=30
     )

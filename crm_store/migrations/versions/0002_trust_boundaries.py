@@ -81,6 +81,11 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('tracker_key', sa.String(length=255), nullable=True))
         batch_op.add_column(sa.Column('csat_requested_at', sa.DateTime(), nullable=True))
         batch_op.create_index('ix_conversations_tracker_key', ['tracker_key', 'started_at'], unique=False)
+        batch_op.create_index(
+            'uq_conversations_open_tracker_key', ['tracker_key'], unique=True,
+            sqlite_where=sa.text("status = 'open' AND tracker_key IS NOT NULL"),
+            postgresql_where=sa.text("status = 'open' AND tracker_key IS NOT NULL"),
+        )
 
     with op.batch_alter_table('orders', schema=None) as batch_op:
         batch_op.add_column(sa.Column('delivery_postcode', sa.String(length=16), nullable=True))
@@ -99,6 +104,7 @@ def downgrade() -> None:
         batch_op.drop_column('delivery_postcode')
 
     with op.batch_alter_table('conversations', schema=None) as batch_op:
+        batch_op.drop_index('uq_conversations_open_tracker_key')
         batch_op.drop_index('ix_conversations_tracker_key')
         batch_op.drop_column('csat_requested_at')
         batch_op.drop_column('tracker_key')
