@@ -176,7 +176,8 @@ class ValidateVerifyForm(FormValidationAction):
     Every postcode check is recorded in the store (``attempt_postcode``), so
     failures count per order, customer, sender and client across conversations.
     A locked order or a limited sender gets the same "checks are paused" answer
-    whether the order exists or not, plus the offer of a person. A locked
+    whether the order exists or not, plus the offer of a person or of a code
+    sent to the account's e-mail (``actions.login_code``). A locked
     *customer* is not announced (that would tell the order exists): the attempt
     is refused and answered like a wrong postcode.
     """
@@ -201,8 +202,12 @@ class ValidateVerifyForm(FormValidationAction):
         return ["order_number", "postcode"]
 
     def _paused(
-        self, dispatcher: CollectingDispatcher, verdict: VerificationVerdict
+        self,
+        dispatcher: CollectingDispatcher,
+        verdict: VerificationVerdict,
+        order: str,
     ) -> dict[str, Any]:
+        """End the form, offering a person or a code by e-mail (``login_order``)."""
         dispatcher.utter_message(response=PAUSED_RESPONSES[verdict.reason])
         return {
             "order_number": None,
@@ -210,6 +215,7 @@ class ValidateVerifyForm(FormValidationAction):
             "requested_slot": None,
             "human_offered": True,
             "handoff_reason": "verification_failed",
+            "login_order": order,
         }
 
     async def validate_order_number(  # noqa: D102
@@ -232,7 +238,7 @@ class ValidateVerifyForm(FormValidationAction):
                 limits=verification_limits(),
             )
             if not verdict.allowed:
-                return self._paused(dispatcher, verdict)
+                return self._paused(dispatcher, verdict, number)
             return {"order_number": number}
         try:
             await in_store(
@@ -274,9 +280,11 @@ class ValidateVerifyForm(FormValidationAction):
             proof = verified_events(check.customer_id, "order_postcode")
             return {"postcode": postcode, **{e["name"]: e["value"] for e in proof}}
         if check.verdict.reason in PAUSED_RESPONSES:
-            return self._paused(dispatcher, check.verdict)
+            return self._paused(dispatcher, check.verdict, order)
         if check.failures_left <= 0:
-            return self._paused(dispatcher, VerificationVerdict(False, "order_locked"))
+            return self._paused(
+                dispatcher, VerificationVerdict(False, "order_locked"), order
+            )
         dispatcher.utter_message(
             response="utter_verification_failed", attempts_left=check.failures_left
         )

@@ -32,9 +32,11 @@ FIELDS = ("email", "phone")
 CALLER_ID_METHODS = ("identity:phone",)
 # Verifications strong enough for changes (contact details, cancellations,
 # returns): order number + delivery postcode, or a registered channel identity
-# that is not a phone line (caller id can be spoofed or the phone borrowed).
+# that is not a phone line (caller id can be spoofed or the phone borrowed), or
+# a one-time code sent to the registered e-mail (``code:login``).
 STRONG_METHODS = (
     "order_postcode",
+    "code:login",
     "identity:email",
     "identity:telegram",
     "identity:webchat",

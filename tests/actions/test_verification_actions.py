@@ -184,13 +184,16 @@ def fail_in_store(store: sessionmaker, order_id: str, times: int, **kw) -> None:
             )
 
 
-PAUSED = {
-    "order_number": None,
-    "postcode": None,
-    "requested_slot": None,
-    "human_offered": True,
-    "handoff_reason": "verification_failed",
-}
+def paused(order: str) -> dict:
+    """The form's answer when checks pause: ends, offers a person or a code."""
+    return {
+        "order_number": None,
+        "postcode": None,
+        "requested_slot": None,
+        "human_offered": True,
+        "handoff_reason": "verification_failed",
+        "login_order": order,
+    }
 
 
 def test_verify_form_takes_order_number_from_unverified_sender(
@@ -230,14 +233,14 @@ def test_verify_form_refuses_an_order_locked_by_other_senders(
     fail_in_store(store, "A10001", 5, customer_id="C0001")
     slots, said, messages = verify({}, order_number="A10001")
     assert said == ["utter_verification_locked"]
-    assert slots == PAUSED
+    assert slots == paused("A10001")
     assert "C0001" not in str(messages)
 
 
 def test_a_locked_missing_order_gets_the_same_answer(store: sessionmaker) -> None:
     fail_in_store(store, "A99999", 5)
     slots, said, _ = verify({}, order_number="A99999")
-    assert (slots, said) == (PAUSED, ["utter_verification_locked"])
+    assert (slots, said) == (paused("A99999"), ["utter_verification_locked"])
 
 
 def test_verify_form_for_verified_sender_ends_once_an_order_is_named(
@@ -339,10 +342,10 @@ def test_five_wrong_postcodes_from_fresh_senders_lock_the_order(
         assert messages[0]["attempts_left"] == left
         assert slots == {"postcode": None}
     slots, said, _ = verify({"order_number": "A10001"}, postcode=wrong)
-    assert (slots, said) == (PAUSED, ["utter_verification_locked"])
+    assert (slots, said) == (paused("A10001"), ["utter_verification_locked"])
     # The right postcode from yet another sender proves nothing now.
     slots, said, messages = verify({"order_number": "A10001"}, postcode=right)
-    assert (slots, said) == (PAUSED, ["utter_verification_locked"])
+    assert (slots, said) == (paused("A10001"), ["utter_verification_locked"])
     assert "C0001" not in str(messages)
     rows = attempts(store, order_id="A10001")
     assert len(rows) == 6 and not any(r.succeeded for r in rows)
@@ -376,20 +379,20 @@ def test_a_sender_is_limited_across_orders(store: sessionmaker) -> None:
     sender = new_sender()
     fail_in_store(store, "A99998", 10, sender_key=sender)
     slots, said, _ = verify({}, sender=sender, order_number="A10001")
-    assert (slots, said) == (PAUSED, ["utter_verification_limited"])
+    assert (slots, said) == (paused("A10001"), ["utter_verification_limited"])
     slots, said, _ = verify(
         {"order_number": "A10001"},
         sender=sender,
         postcode=customer(store, "C0001").postcode,
     )
-    assert (slots, said) == (PAUSED, ["utter_verification_limited"])
+    assert (slots, said) == (paused("A10001"), ["utter_verification_limited"])
 
 
 def test_a_client_address_is_limited_across_senders(store: sessionmaker) -> None:
     ip = "203.0.113.77"
     fail_in_store(store, "A99997", 30, client_key=client_key_for(ip))
     slots, said, _ = verify({}, metadata={"client_ip": ip}, order_number="A10001")
-    assert (slots, said) == (PAUSED, ["utter_verification_limited"])
+    assert (slots, said) == (paused("A10001"), ["utter_verification_limited"])
     slots, said, _ = verify(
         {}, metadata={"client_ip": "203.0.113.78"}, order_number="A10001"
     )

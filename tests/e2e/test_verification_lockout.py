@@ -8,12 +8,15 @@ other test's orders.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from dialogue_support import _TAKEN_CUSTOMERS, _TAKEN_ORDERS, Chat
 from sqlalchemy import func, select
 
 from bot.server import APOLOGY
 from crm_store.models import Customer, Order, VerificationAttempt
+from crm_store.services.notifier import list_outbox
 
 pytestmark = pytest.mark.slow
 
@@ -117,6 +120,46 @@ def test_thirty_fresh_senders_lock_the_order_and_the_31st_learns_nothing(
     assert "verified" in answer and other.id in answer, answer
     assert [r.succeeded for r in attempts_on(stack, other.id)] == [True]
     assert other_owner.id != owner.id
+
+
+def login_mails_to(stack, recipient: str) -> list:
+    with stack.factory() as session:
+        return list_outbox(session, recipient=recipient, purpose="login_code")
+
+
+def test_a_locked_order_is_reached_with_a_code_to_the_registered_email(
+    stack,
+) -> None:
+    [(order, owner)] = single_order_customers(stack, 1)
+    assert owner.email
+    for index in range(5):
+        chat = Chat(stack)
+        chat.say(f"where is my order {order.id}?")
+        locked = chat.say(f"{2000 + index} ZZ")
+    assert "paused" in locked and "human agent" in locked
+    assert "one-time code to the e-mail address on the account" in locked
+    assert login_mails_to(stack, owner.email) == []
+
+    # The "Send a code to my e-mail" button of the lock-out message.
+    sent = chat.say("/request_login_code")
+    assert "If this order is yours, we have sent a 6-digit code" in sent, sent
+    assert "Please type it here." in sent and owner.email not in sent
+    [mail] = login_mails_to(stack, owner.email)
+    code = re.search(r"\b(\d{6})\b", mail.body).group(1)
+    wrong = f"{(int(code) + 1) % 10**6:06d}"
+    assert "4 more" in chat.say(wrong)
+    done = chat.say(code)
+    assert "verified" in done and order.id in done and "delivered" in done, done
+    # The lock stays for everyone else; the postcode still proves nothing.
+    other = Chat(stack)
+    assert "paused" in other.say(f"where is my order {order.id}?")
+    # Asking in words works too, and is answered the same.
+    typed = other.say("could you email me a code please")
+    assert "If this order is yours, we have sent a 6-digit code" in typed, typed
+    assert len(login_mails_to(stack, owner.email)) == 2
+    assert not any(r.succeeded for r in attempts_on(stack, order.id))
+    chat.assert_history()
+    other.assert_history()
 
 
 @pytest.mark.parametrize(

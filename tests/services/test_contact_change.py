@@ -55,6 +55,8 @@ def code_sent_to(session: Session, recipient: str) -> str:
         ("order_postcode", 16, False),
         (None, 1, False),
         ("code:email", 1, False),
+        ("code:login", 1, True),
+        ("code:login", 16, False),
     ],
 )
 def test_strong_and_recent(method, age_minutes, ok) -> None:
