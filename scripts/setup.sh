@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Create .venv with Python 3.10 and install the committed lock file. Fast no-op when
 # the stamp (hash of requirements.lock + pyproject.toml) matches what is installed.
+# The project stamp also covers the top-level packages: an editable install maps
+# the packages that existed when it ran, so a new one needs a reinstall.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=.venv
 hash=$(sha256sum requirements.lock | cut -c1-16)
 stamp="$VENV/.installed-$hash"
-project_stamp="$VENV/.project-$(sha256sum pyproject.toml | cut -c1-16)"
+packages=$(ls -d */__init__.py 2>/dev/null | sort | tr '\n' ' ')
+project_stamp="$VENV/.project-$( (cat pyproject.toml; echo "$packages") | sha256sum | cut -c1-16)"
 if [ -f "$stamp" ] && [ -x "$VENV/bin/python" ]; then
   if [ ! -f "$project_stamp" ]; then
     "$VENV/bin/python" -m pip install --quiet --no-deps --no-build-isolation -e .

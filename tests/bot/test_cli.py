@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -154,3 +155,29 @@ def test_outbox_list_masks_recipients_and_shows_bodies_on_request(seeded_url):
     bad = crm("outbox", "list", "--status", "lost", url=seeded_url)
     assert bad.returncode == 2 and "status must be one of" in bad.stderr
     assert crm("outbox", "list", "--status", "sent", url=seeded_url).returncode == 0
+
+
+def test_installed_crm_runs_outside_the_checkout(tmp_path: Path) -> None:
+    """The console script and every shipped package import from anywhere.
+
+    Catches a package missing from pyproject's ``include`` list, or an editable
+    install made before a package existed (``make run`` would fail).
+    """
+    from tests.import_contracts import OURS
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    shipped = [name for name in OURS if name != "bench"]
+    result = subprocess.run(
+        [sys.executable, "-c", "import " + ", ".join(shipped)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    script = Path(sys.executable).parent / "crm"
+    result = subprocess.run(
+        [str(script), "--help"], capture_output=True, text=True, cwd=tmp_path, env=env
+    )
+    assert result.returncode == 0, result.stderr
+    assert "outbox" in result.stdout
