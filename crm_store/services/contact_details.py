@@ -173,22 +173,48 @@ def update_contact_detail(
                     created_at=at,
                 )
             )
+    _audit(
+        session,
+        action=f"customer.update_{field}",
+        customer_id=customer_id,
+        field=field,
+        old=old,
+        new=canonical,
+        actor=actor,
+        verification_method=verification_method,
+        at=at,
+    )
+    session.flush()
+    return customer
+
+
+def _audit(
+    session: Session,
+    *,
+    action: str,
+    customer_id: str,
+    field: str,
+    old: str | None,
+    new: str,
+    actor: str,
+    verification_method: str | None,
+    at: dt.datetime,
+) -> None:
+    """Add the audit row of a contact change (addresses masked)."""
     session.add(
         AuditLog(
             occurred_at=at,
             actor=actor,
-            action=f"customer.update_{field}",
+            action=action,
             entity_type="customer",
             entity_id=customer_id,
             details={
                 "from": mask(field, old) if old else None,
-                "to": mask(field, canonical),
+                "to": mask(field, new),
                 "verification": verification_method,
             },
         )
     )
-    session.flush()
-    return customer
 
 
 def _purpose(field: str) -> str:
@@ -287,19 +313,16 @@ def request_contact_change(
             ),
             now=at,
         )
-    session.add(
-        AuditLog(
-            occurred_at=at,
-            actor=actor,
-            action=f"customer.request_update_{field}",
-            entity_type="customer",
-            entity_id=customer_id,
-            details={
-                "from": mask(field, old) if old else None,
-                "to": mask(field, canonical),
-                "verification": verification_method,
-            },
-        )
+    _audit(
+        session,
+        action=f"customer.request_update_{field}",
+        customer_id=customer_id,
+        field=field,
+        old=old,
+        new=canonical,
+        actor=actor,
+        verification_method=verification_method,
+        at=at,
     )
     session.flush()
     return PendingChange(field, mask(field, canonical), bool(old))

@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from crm_store.errors import InvalidInput
-from crm_store.models import ChannelIdentity, Customer, Order, utcnow
+from crm_store.models import ChannelIdentity, Customer, utcnow
 from crm_store.services.notifier import Notifier
 from crm_store.services.one_time_codes import (
     CODE_RE,
@@ -30,7 +30,7 @@ from crm_store.services.one_time_codes import (
     hash_code,
     issue_code,
 )
-from crm_store.services.orders import normalize_order_number
+from crm_store.services.orders import find_order
 
 PURPOSE = "login"
 OUTBOX_PURPOSE = "login_code"
@@ -75,13 +75,7 @@ def registered_email(session: Session, customer: Customer) -> str | None:
 
 def _owner(session: Session, order_number: object) -> Customer | None:
     """The customer of the order, or None for anything that is not an order."""
-    if not isinstance(order_number, str):
-        return None
-    try:
-        number = normalize_order_number(order_number)
-    except InvalidInput:
-        return None
-    order = session.get(Order, number)
+    order = find_order(session, order_number)
     return order.customer if order is not None else None
 
 

@@ -83,6 +83,21 @@ def postcodes_match(expected: str | None, given: object) -> bool:
     return bool(squash(expected)) and squash(expected) == squash(given)
 
 
+def find_order(session: Session, order_number: object) -> Order | None:
+    """The order with this number in any accepted form; None for anything else.
+
+    Never raises for bad input (wrong type, malformed number): callers that must
+    not reveal why a lookup failed treat all of those as "no such order".
+    """
+    if not isinstance(order_number, str):
+        return None
+    try:
+        number = normalize_order_number(order_number)
+    except InvalidInput:
+        return None
+    return session.get(Order, number)
+
+
 def verify_order_postcode(
     session: Session, *, order_number: str, postcode: str
 ) -> str | None:
@@ -93,13 +108,7 @@ def verify_order_postcode(
     case. This check records nothing: customer-facing checks go through
     ``crm_store.services.verification.attempt_postcode`` (lock-outs, limits).
     """
-    if not isinstance(order_number, str):
-        return None
-    try:
-        number = normalize_order_number(order_number)
-    except InvalidInput:
-        return None
-    order = session.get(Order, number)
+    order = find_order(session, order_number)
     if order is None or not postcodes_match(order.delivery_postcode, postcode):
         return None
     return order.customer_id

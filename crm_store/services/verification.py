@@ -194,6 +194,22 @@ def _blocked_until(
     return max(nth + limits.window - at, dt.timedelta(0))
 
 
+def _verdict(
+    session: Session,
+    column: InstrumentedAttribute,
+    value: str,
+    threshold: int,
+    limits: VerificationLimits,
+    at: dt.datetime,
+    reason: Reason,
+) -> VerificationVerdict:
+    """``ALLOWED``, or refused with ``reason`` while ``value`` is over its limit."""
+    wait = _blocked_until(session, column, value, threshold, limits, at)
+    if wait is None:
+        return ALLOWED
+    return VerificationVerdict(False, reason, wait)
+
+
 def check_sender(
     session: Session,
     *,
@@ -204,28 +220,26 @@ def check_sender(
 ) -> VerificationVerdict:
     """Check the per-sender and per-client limits (before any order is named)."""
     now = _utc(at)
-    wait = _blocked_until(
+    verdict = _verdict(
         session,
         VerificationAttempt.sender_key,
         _sender(sender_key),
         limits.sender_limit,
         limits,
         now,
+        "sender_limited",
     )
-    if wait is not None:
-        return VerificationVerdict(False, "sender_limited", wait)
-    if client_key:
-        wait = _blocked_until(
-            session,
-            VerificationAttempt.client_key,
-            client_key,
-            limits.client_limit,
-            limits,
-            now,
-        )
-        if wait is not None:
-            return VerificationVerdict(False, "client_limited", wait)
-    return ALLOWED
+    if not verdict.allowed or not client_key:
+        return verdict
+    return _verdict(
+        session,
+        VerificationAttempt.client_key,
+        client_key,
+        limits.client_limit,
+        limits,
+        now,
+        "client_limited",
+    )
 
 
 def check_order(
@@ -236,17 +250,15 @@ def check_order(
     at: dt.datetime | None = None,
 ) -> VerificationVerdict:
     """Check the order lock (any order number, existing or not)."""
-    wait = _blocked_until(
+    return _verdict(
         session,
         VerificationAttempt.order_id,
         normalize_order_number(order_id),
         limits.order_lock_failures,
         limits,
         _utc(at),
+        "order_locked",
     )
-    if wait is not None:
-        return VerificationVerdict(False, "order_locked", wait)
-    return ALLOWED
 
 
 def check_customer(
@@ -257,17 +269,15 @@ def check_customer(
     at: dt.datetime | None = None,
 ) -> VerificationVerdict:
     """Check the lock over all orders of one customer."""
-    wait = _blocked_until(
+    return _verdict(
         session,
         VerificationAttempt.customer_id,
         customer_id,
         limits.customer_lock_failures,
         limits,
         _utc(at),
+        "customer_locked",
     )
-    if wait is not None:
-        return VerificationVerdict(False, "customer_locked", wait)
-    return ALLOWED
 
 
 def check_attempt(
