@@ -26,6 +26,7 @@ from actions.common import (
     verified_customer_id,
     verified_task,
 )
+from actions.form_retries import accepted, reject_answer
 from actions.store import in_store
 from crm_settings import get_settings
 from crm_store.errors import InvalidInput
@@ -74,7 +75,7 @@ class ValidateContactUpdateForm(FormValidationAction):
     def name(self) -> str:  # noqa: D102
         return "validate_contact_update_form"
 
-    def validate_contact_field(  # noqa: D102
+    async def validate_contact_field(  # noqa: D102
         self,
         slot_value: Any,
         dispatcher: CollectingDispatcher,
@@ -85,16 +86,19 @@ class ValidateContactUpdateForm(FormValidationAction):
             slot_value
             if slot_value in ("email", "phone")
             else field_from_text(slot_value)
+            # A mis-tagged entity ("my phone is 12" -> "12"): read the message.
+            or field_from_text((tracker.latest_message or {}).get("text"))
         )
         if field is None:
             value = str(tracker.get_slot("contact_value") or "")
             field = "email" if "@" in value else None
         if field is None:
-            dispatcher.utter_message(response="utter_ask_contact_field")
-            return {"contact_field": None}
-        return {"contact_field": field}
+            return await reject_answer(
+                dispatcher, tracker, "contact_field", "utter_ask_contact_field"
+            )
+        return accepted(tracker, {"contact_field": field})
 
-    def validate_contact_value(  # noqa: D102
+    async def validate_contact_value(  # noqa: D102
         self,
         slot_value: Any,
         dispatcher: CollectingDispatcher,
@@ -117,9 +121,14 @@ class ValidateContactUpdateForm(FormValidationAction):
                     "phone", phone_candidate(match.group(0) if match else text)
                 )
         except InvalidInput:
-            dispatcher.utter_message(response=f"utter_invalid_{field}")
-            return {"contact_value": None}
-        return {"contact_value": value, "contact_field": field}
+            return await reject_answer(
+                dispatcher,
+                tracker,
+                "contact_value",
+                f"utter_invalid_{field}",
+                kind=field,
+            )
+        return accepted(tracker, {"contact_value": value, "contact_field": field})
 
 
 class ActionStepUp(Action):

@@ -31,7 +31,12 @@ class ActionStopTask(Action):
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
     ) -> list[EventType]:
         dispatcher.utter_message(response="utter_task_stopped")
-        return reset_task()
+        return [
+            *reset_task(),
+            SlotSet("invalid_answers", None),
+            SlotSet("human_offered", False),
+            SlotSet("handoff_reason", None),
+        ]
 
 
 def ask_for_csat(session: Session, *, tracker_key: str, channel: str) -> bool:

@@ -16,6 +16,11 @@ from actions.common import (
     treatment_settings,
     verified_customer_id,
 )
+from actions.complaints import (
+    acknowledge_complaint,
+    complaint_in,
+    record_complaint_quietly,
+)
 from actions.store import in_store
 from crm_settings import get_settings
 from crm_store.services.handoff import (
@@ -94,7 +99,12 @@ class ActionHandoff(Action):
     async def run(  # noqa: D102
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
     ) -> list[EventType]:
-        reason = tracker.get_slot("handoff_reason") or "customer_request"
+        complaint = complaint_in(tracker)
+        reason = tracker.get_slot("handoff_reason") or (
+            "complaint" if complaint else "customer_request"
+        )
+        if complaint is not None:
+            await record_complaint_quietly(tracker, complaint)
         if reason not in REASONS:
             reason = "other"
         customer_id = verified_customer_id(tracker)
@@ -157,6 +167,11 @@ class ActionFallback(Action):
         treatment = await treatment_settings(customer_id)
         limit = int(treatment.get("offer_human_after_fallbacks") or 2)
         intent = (tracker.latest_message.get("intent") or {}).get("name")
+        complaint = complaint_in(tracker)
+        if complaint is not None:
+            return await acknowledge_complaint(
+                dispatcher, tracker, complaint, in_task=False
+            )
         if consecutive_fallbacks(tracker) >= max(limit, 1):
             dispatcher.utter_message(response="utter_offer_human")
             return [

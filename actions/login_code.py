@@ -22,9 +22,9 @@ from rasa_sdk.types import DomainDict
 from actions.account import parse_code
 from actions.common import is_verified, reset_task, verified_events
 from actions.store import in_store
-from actions.verification import parse_order_number
 from crm_store.errors import InvalidInput
 from crm_store.services.login_codes import METHOD, check_login_code, send_login_code
+from crm_store.services.references import find_order_number
 
 LOGIN_SLOTS = ("login_order", "login_code", "login_code_at", "login_code_tries")
 
@@ -57,7 +57,7 @@ class ActionSendLoginCode(Action):
     async def run(  # noqa: D102
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
     ) -> list[EventType]:
-        order = parse_order_number(tracker.get_slot("login_order"))
+        order = find_order_number(tracker.get_slot("login_order"))
         if order is None or is_verified(tracker):
             dispatcher.utter_message(response="utter_login_code_unavailable")
             return []
@@ -91,7 +91,7 @@ class ValidateLoginCodeForm(FormValidationAction):
         tracker: Tracker,
         domain: DomainDict,
     ) -> dict[str, Any]:
-        order = parse_order_number(tracker.get_slot("login_order"))
+        order = find_order_number(tracker.get_slot("login_order"))
         if order is None:
             return {"login_code": "expired"}
         code = parse_code(slot_value)
@@ -132,7 +132,7 @@ class ActionLoginCodeResult(Action):
     async def run(  # noqa: D102
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
     ) -> list[EventType]:
-        order = parse_order_number(tracker.get_slot("login_order"))
+        order = find_order_number(tracker.get_slot("login_order"))
         if tracker.get_slot("login_code") == "confirmed" and is_verified(tracker):
             dispatcher.utter_message(response="utter_verified")
             # The order in question is the one the pending task is about.

@@ -10,6 +10,7 @@ from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 
 from actions.common import reset_task, task_done, treatment_settings, verified_task
+from actions.form_retries import accepted, reject_answer
 from actions.store import in_store
 from crm_store.errors import InvalidInput, NotFound
 from crm_store.services.tickets import (
@@ -27,14 +28,15 @@ def _text_ok(value: Any) -> bool:
     return isinstance(value, str) and len(value.strip()) >= MIN_DESCRIPTION
 
 
-def _free_text(
-    slot: str, value: Any, dispatcher: CollectingDispatcher
+async def _free_text(
+    slot: str, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker
 ) -> dict[str, Any]:
     """Accept a description that says something, else ask for more detail."""
     if _text_ok(value):
-        return {slot: value.strip()}
-    dispatcher.utter_message(response="utter_need_more_detail")
-    return {slot: None}
+        return accepted(tracker, {slot: value.strip()})
+    return await reject_answer(
+        dispatcher, tracker, slot, "utter_need_more_detail", kind="description"
+    )
 
 
 class ValidateTicketForms(FormValidationAction):
@@ -43,14 +45,14 @@ class ValidateTicketForms(FormValidationAction):
     def name(self) -> str:  # noqa: D102
         return "validate_ticket_form"
 
-    def validate_ticket_description(  # noqa: D102
+    async def validate_ticket_description(  # noqa: D102
         self,
         slot_value: Any,
         dispatcher: CollectingDispatcher,
         tracker: Tracker,
         domain: DomainDict,
     ) -> dict[str, Any]:
-        return _free_text("ticket_description", slot_value, dispatcher)
+        return await _free_text("ticket_description", slot_value, dispatcher, tracker)
 
 
 class ValidateDamageForm(FormValidationAction):
@@ -59,14 +61,14 @@ class ValidateDamageForm(FormValidationAction):
     def name(self) -> str:  # noqa: D102
         return "validate_damage_form"
 
-    def validate_damage_description(  # noqa: D102
+    async def validate_damage_description(  # noqa: D102
         self,
         slot_value: Any,
         dispatcher: CollectingDispatcher,
         tracker: Tracker,
         domain: DomainDict,
     ) -> dict[str, Any]:
-        return _free_text("damage_description", slot_value, dispatcher)
+        return await _free_text("damage_description", slot_value, dispatcher, tracker)
 
 
 class ValidateTicketStatusForm(FormValidationAction):
@@ -75,7 +77,7 @@ class ValidateTicketStatusForm(FormValidationAction):
     def name(self) -> str:  # noqa: D102
         return "validate_ticket_status_form"
 
-    def validate_ticket_number(  # noqa: D102
+    async def validate_ticket_number(  # noqa: D102
         self,
         slot_value: Any,
         dispatcher: CollectingDispatcher,
@@ -84,11 +86,13 @@ class ValidateTicketStatusForm(FormValidationAction):
     ) -> dict[str, Any]:
         for token in str(slot_value or "").replace(",", " ").split():
             try:
-                return {"ticket_number": normalize_ticket_number(token.strip(".?!"))}
+                number = normalize_ticket_number(token.strip(".?!"))
             except InvalidInput:
                 continue
-        dispatcher.utter_message(response="utter_invalid_ticket_number")
-        return {"ticket_number": None}
+            return accepted(tracker, {"ticket_number": number})
+        return await reject_answer(
+            dispatcher, tracker, "ticket_number", "utter_invalid_ticket_number"
+        )
 
 
 class ActionReportDamage(Action):

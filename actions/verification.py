@@ -24,12 +24,16 @@ from actions.common import (
     verified_events,
     verified_task,
 )
+from actions.complaints import acknowledge_complaint, complaint_in
+from actions.details import detail_for_task
+from actions.form_retries import accepted, reject_answer
 from actions.store import in_store
 from crm_settings import get_settings
 from crm_store.errors import NotFound
 from crm_store.services.customers import customer_first_name
 from crm_store.services.order_changes import NotCancellable, check_cancellable
 from crm_store.services.orders import get_order_for_customer, recent_order_summaries
+from crm_store.services.references import find_order_number, find_postcode
 from crm_store.services.returns import return_eligibility
 from crm_store.services.tickets import NotReportable, check_damage_reportable
 from crm_store.services.verification import (
@@ -40,9 +44,8 @@ from crm_store.services.verification import (
     client_key_for,
 )
 
-ORDER_RE = re.compile(r"\b#?([A-Za-z]\d{5})\b")
 TICKET_RE = re.compile(r"\b([Tt]-[A-Za-z0-9]{6})\b")
-POSTCODE_RE = re.compile(r"\b(\d{4})\s*([A-Za-z]{2})?\b")
+POSTCODE_WORDS = re.compile(r"\b(post ?code|postal code|zip( code)?)\b", re.IGNORECASE)
 TASK_INTENTS = {
     "check_order_status": "order_status",
     "list_orders": "list_orders",
@@ -52,32 +55,19 @@ TASK_INTENTS = {
     "update_contact": "update_contact",
     "open_ticket": "open_ticket",
     "ticket_status": "ticket_status",
+    "ask_contact_details": "show_contact",
 }
 
 
-def parse_order_number(value: Any) -> str | None:
-    """Return ``A12345`` found in free text, upper-cased, or None.
+def given_postcode(text: str) -> str | None:
+    """A postcode given along with other facts: Dutch form, or after "postcode".
 
-    Anything but a string (an entity sent as ``{}``, ``5`` or a list) is None.
+    A bare 4-digit number in a sentence (a year, a price) is not taken.
     """
-    if not isinstance(value, str):
-        return None
-    match = ORDER_RE.search(value)
-    return match.group(1).upper() if match else None
-
-
-def parse_postcode(value: Any) -> str | None:
-    """Return a Dutch (``1234 AB``) or Belgian (``1234``) postcode, or None.
-
-    Anything but a string is None.
-    """
-    if not isinstance(value, str):
-        return None
-    match = POSTCODE_RE.search(value)
-    if not match:
-        return None
-    digits, letters = match.groups()
-    return f"{digits} {letters.upper()}" if letters else digits
+    postcode = find_postcode(text)
+    if postcode and (" " in postcode or POSTCODE_WORDS.search(text)):
+        return postcode
+    return None
 
 
 class ActionGreet(Action):
@@ -104,7 +94,12 @@ class ActionGreet(Action):
 
 
 class ActionStartTask(Action):
-    """Remember which task the customer asked for and check a signed identity."""
+    """Remember the task, every fact given with it, and check a signed identity.
+
+    An order number, ticket number or postcode in the message fills its slot,
+    so the forms never ask for it again; an angry message gets an apology and
+    the offer of a person first.
+    """
 
     def name(self) -> str:  # noqa: D102
         return "action_start_task"
@@ -119,13 +114,25 @@ class ActionStartTask(Action):
             SlotSet("task_ok", None),
         ]
         events += self._numbers_in_text(tracker)
+        detail = detail_for_task(task, tracker.latest_message.get("text"))
+        if detail is not None:
+            events.append(SlotSet(*detail))
         events += expired_identity_events(tracker)
         events += await identity_events(tracker)
         verified = is_verified(tracker) or any(
             e.get("name") == "verified" and e.get("value") for e in events
         )
+        complaint = complaint_in(tracker)
+        if complaint is not None:
+            events += await acknowledge_complaint(
+                dispatcher, tracker, complaint, in_task=True
+            )
         if not verified:
-            dispatcher.utter_message(response="utter_need_verification")
+            dispatcher.utter_message(
+                response="utter_need_verification_quietly"
+                if complaint
+                else "utter_need_verification"
+            )
         return events
 
     @staticmethod
@@ -134,12 +141,15 @@ class ActionStartTask(Action):
         text = tracker.latest_message.get("text") or ""
         entities = {e.get("entity") for e in tracker.latest_message.get("entities", [])}
         events: list[EventType] = []
-        order = parse_order_number(text)
+        order = find_order_number(text)
         if order and "order_number" not in entities:
             events.append(SlotSet("order_number", order))
         ticket = TICKET_RE.search(text)
         if ticket and "ticket_number" not in entities:
             events.append(SlotSet("ticket_number", ticket.group(1).upper()))
+        postcode = given_postcode(text) if order else None
+        if postcode:
+            events.append(SlotSet("postcode", postcode))
         return events
 
 
@@ -195,11 +205,38 @@ class ValidateVerifyForm(FormValidationAction):
         if is_verified(tracker):
             needs_order = tracker.get_slot("pending_task") in ORDER_TASKS
             number = tracker.get_slot("order_number")
-            if needs_order and (number is None or parse_order_number(number) != number):
+            if needs_order and (number is None or find_order_number(number) != number):
                 # Missing, malformed or of the wrong type: (re)validate it.
                 return ["order_number"]
             return []
         return ["order_number", "postcode"]
+
+    async def extract_postcode(  # noqa: D102
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> dict[str, Any]:
+        # "A10047 5500 LE" answers both questions at once: take the postcode too.
+        if tracker.get_slot("postcode") or tracker.get_slot("requested_slot") != (
+            "order_number"
+        ):
+            return {}
+        text = (tracker.latest_message or {}).get("text") or ""
+        postcode = given_postcode(text)
+        return {"postcode": postcode} if postcode else {}
+
+    @staticmethod
+    def _asked(tracker: Tracker, slot: str) -> str | None:
+        """The value in the whole answer to the question asked, if the entity missed it.
+
+        The NLU may tag a stray number ("waited 2 weeks") as the entity; the
+        customer's message answering the question still holds the real one.
+        """
+        if tracker.get_slot("requested_slot") != slot:
+            return None
+        text = (tracker.latest_message or {}).get("text") or ""
+        if text.startswith("/"):
+            return None
+        find = find_order_number if slot == "order_number" else find_postcode
+        return find(text)
 
     def _paused(
         self,
@@ -225,10 +262,11 @@ class ValidateVerifyForm(FormValidationAction):
         tracker: Tracker,
         domain: DomainDict,
     ) -> dict[str, Any]:
-        number = parse_order_number(slot_value)
+        number = find_order_number(slot_value) or self._asked(tracker, "order_number")
         if number is None:
-            dispatcher.utter_message(response="utter_invalid_order_number")
-            return {"order_number": None}
+            return await reject_answer(
+                dispatcher, tracker, "order_number", "utter_invalid_order_number"
+            )
         if not is_verified(tracker):
             verdict = await in_store(
                 check_order_number,
@@ -239,7 +277,7 @@ class ValidateVerifyForm(FormValidationAction):
             )
             if not verdict.allowed:
                 return self._paused(dispatcher, verdict, number)
-            return {"order_number": number}
+            return accepted(tracker, {"order_number": number})
         try:
             await in_store(
                 get_order_for_customer,
@@ -247,9 +285,14 @@ class ValidateVerifyForm(FormValidationAction):
                 customer_id=tracker.get_slot("customer_id"),
             )
         except NotFound:
-            dispatcher.utter_message(response="utter_order_not_found", order=number)
-            return {"order_number": None}
-        return {"order_number": number}
+            return await reject_answer(
+                dispatcher,
+                tracker,
+                "order_number",
+                "utter_order_not_found",
+                hint_args={"order": number},
+            )
+        return accepted(tracker, {"order_number": number})
 
     async def validate_postcode(  # noqa: D102
         self,
@@ -260,13 +303,14 @@ class ValidateVerifyForm(FormValidationAction):
     ) -> dict[str, Any]:
         if is_verified(tracker):
             return {"postcode": None}
-        order = parse_order_number(tracker.get_slot("order_number"))
+        order = find_order_number(tracker.get_slot("order_number"))
         if order is None:
             return {"postcode": None}
-        postcode = parse_postcode(slot_value)
+        postcode = find_postcode(slot_value) or self._asked(tracker, "postcode")
         if postcode is None:
-            dispatcher.utter_message(response="utter_invalid_postcode")
-            return {"postcode": None}
+            return await reject_answer(
+                dispatcher, tracker, "postcode", "utter_invalid_postcode"
+            )
         check = await in_store(
             attempt_postcode,
             order_number=order,
@@ -278,7 +322,10 @@ class ValidateVerifyForm(FormValidationAction):
         if check.verified:
             dispatcher.utter_message(response="utter_verified")
             proof = verified_events(check.customer_id, "order_postcode")
-            return {"postcode": postcode, **{e["name"]: e["value"] for e in proof}}
+            return accepted(
+                tracker,
+                {"postcode": postcode, **{e["name"]: e["value"] for e in proof}},
+            )
         if check.verdict.reason in PAUSED_RESPONSES:
             return self._paused(dispatcher, check.verdict, order)
         if check.failures_left <= 0:
@@ -370,7 +417,7 @@ class ActionCheckTask(Action):
         task = tracker.get_slot("pending_task")
         if task not in ORDER_TASKS:
             return [SlotSet("task_ok", True)]
-        number = parse_order_number(tracker.get_slot("order_number"))
+        number = find_order_number(tracker.get_slot("order_number"))
         if number is None:
             dispatcher.utter_message(response="utter_invalid_order_number")
             return task_not_ok()
@@ -386,7 +433,12 @@ class ActionCheckTask(Action):
             return task_not_ok()
         if check.response:
             dispatcher.utter_message(response=check.response, **check.facts)
-        return [SlotSet("task_ok", True)] if check.ok else task_not_ok()
+        if not check.ok:
+            return task_not_ok()
+        # The order checked is the order the change acts on (see
+        # actions.orders.confirmed_order_refusal), even when the customer gave
+        # the form's answer up front and no question pins it.
+        return [SlotSet("task_ok", True), SlotSet("confirmed_order", number)]
 
 
 def recent_orders_text(session: Session, customer_id: str, limit: int = 5) -> str:

@@ -292,6 +292,44 @@ def bench_latency(
 
 
 @app.command()
+def complaints(
+    days: int = typer.Option(7, min=1, max=3660, help="Look back this many days."),
+    db_url: Optional[str] = DB_OPTION,
+) -> None:
+    """Count the complaints the bot recorded, by problem."""
+    from crm_store.services.complaints import complaint_counts
+
+    factory = session_factory(database_url(db_url), echo=echo_sql())
+    since = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None) - dt.timedelta(
+        days=days
+    )
+    with factory() as session:
+        counts = complaint_counts(session, since=since)
+    table = Table(title=f"complaints since {since:%Y-%m-%d %H:%M} UTC")
+    table.add_column("problem")
+    table.add_column("complaints", justify="right")
+    for problem, count in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
+        table.add_row(problem, str(count))
+    table.add_row("[bold]total[/]", f"[bold]{sum(counts.values())}[/]")
+    out.print(table)
+
+
+@bench_app.command("complaints")
+def bench_complaints(
+    model: Optional[Path] = typer.Option(
+        None,
+        help="A trained model (models/*.tar.gz) to score its `complain` intent too.",
+        exists=True,
+        dir_okay=False,
+    ),
+) -> None:
+    """Complaint detectors: precision/recall on the labelled sets in data/eval/."""
+    from bench.complaints import run_complaints_bench
+
+    run_complaints_bench(model, console=out)
+
+
+@app.command()
 def run(db_url: Optional[str] = DB_OPTION) -> None:
     """Start everything on the embedded default with demo data (Ctrl-C stops)."""
     from runtime.supervisor import run as run_all

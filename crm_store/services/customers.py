@@ -1,4 +1,4 @@
-"""Customer profile reads."""
+"""Customer profile reads (for staff, and masked for the customers themselves)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from crm_store.errors import NotFound
 from crm_store.models import ChannelIdentity, Customer, Order
+from crm_store.services.normalize import mask
 
 
 @dataclass(frozen=True)
@@ -94,3 +95,50 @@ def customer_first_name(session: Session, *, customer_id: str) -> str | None:
     """Return the customer's first name, or None for an unknown customer."""
     customer = session.get(Customer, customer_id)
     return customer.first_name if customer is not None else None
+
+
+@dataclass(frozen=True)
+class ContactOnFile:
+    """The contact details a verified customer may see about themselves, masked.
+
+    E-mail and phone receive one-time codes, and the postcode proves orders, so
+    none of them is shown in full: enough to recognise, not enough to misuse.
+    """
+
+    email: str | None
+    phone: str | None
+    postcode: str | None
+    telegram_linked: bool
+
+
+def mask_postcode(postcode: str | None) -> str | None:
+    """Mask a postcode for display: ``5500 LE`` -> ``5500 L*``, ``1000`` -> ``10**``."""
+    if not postcode:
+        return None
+    digits, _, letters = postcode.strip().partition(" ")
+    if letters:
+        return f"{digits} {letters[:1]}{'*' * (len(letters) - 1)}"
+    return digits[:2] + "*" * (len(digits) - 2)
+
+
+def contact_on_file(session: Session, *, customer_id: str) -> ContactOnFile:
+    """Return the customer's own contact details, masked (``ContactOnFile``).
+
+    Raises:
+        NotFound: no such customer.
+    """
+    customer = get_customer(session, customer_id=customer_id)
+    telegram = session.execute(
+        select(func.count())
+        .select_from(ChannelIdentity)
+        .where(
+            ChannelIdentity.customer_id == customer_id,
+            ChannelIdentity.kind == "telegram",
+        )
+    ).scalar_one()
+    return ContactOnFile(
+        email=mask("email", customer.email) if customer.email else None,
+        phone=mask("phone", customer.phone) if customer.phone else None,
+        postcode=mask_postcode(customer.postcode),
+        telegram_linked=bool(telegram),
+    )

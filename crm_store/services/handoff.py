@@ -24,6 +24,8 @@ REASONS = (
     "fallback",
     "verification_failed",
     "step_up_required",
+    "complaint",
+    "form_stuck",
     "other",
 )
 

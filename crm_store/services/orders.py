@@ -11,18 +11,11 @@ from sqlalchemy.orm import Session, selectinload
 
 from crm_store.errors import InvalidInput, NotFound, NotOwner
 from crm_store.models import Order
+from crm_store.services.references import find_postcode, normalize_order_number
 from crm_store.services.shipping import DeliveryWindow, expected_delivery
 
 MAX_ORDERS_PAGE = 100
 ORDER_NOT_FOUND = "order not found"
-
-
-def normalize_order_number(order_number: str) -> str:
-    """Return an order number in its stored form (``a10001 `` -> ``A10001``)."""
-    value = (order_number or "").strip().upper().lstrip("#")
-    if not value or len(value) > 32 or not value.isalnum():
-        raise InvalidInput("an order number is letters and digits, e.g. A10001")
-    return value
 
 
 def orders_for_customer(
@@ -70,17 +63,14 @@ def get_order_for_customer(
 
 
 def postcodes_match(expected: str | None, given: object) -> bool:
-    """Compare postcodes ignoring spaces and case (``5500le`` == ``5500 LE``).
+    """Compare postcodes in any typed form (``5500le``, ``5500-LE`` == ``5500 LE``).
 
-    False when either is empty or ``given`` is not a string.
+    False when either is empty, ``given`` is not a string or holds no postcode.
     """
     if not isinstance(expected, str) or not isinstance(given, str):
         return False
-
-    def squash(value: str) -> str:
-        return "".join(value.split()).upper()
-
-    return bool(squash(expected)) and squash(expected) == squash(given)
+    wanted = find_postcode(expected)
+    return wanted is not None and wanted == find_postcode(given)
 
 
 def find_order(session: Session, order_number: object) -> Order | None:

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from crm_store.errors import InvalidInput, NotFound, NotOwner, StoreError
 from crm_store.models import Customer, Ticket, utcnow
 from crm_store.services.links import known_conversation_id
+from crm_store.services.numbering import LENGTH as REFERENCE_LENGTH
 from crm_store.services.numbering import new_reference
 from crm_store.services.orders import get_order_for_customer
 
@@ -130,7 +131,12 @@ def normalize_ticket_number(value: str) -> str:
     """Return a ticket number in stored form (``t-abc234`` -> ``T-ABC234``)."""
     number = (value or "").strip().upper().replace(" ", "")
     if number and not number.startswith("T-") and number.startswith("T"):
-        number = "T-" + number[1:]
+        # Without the dash only the issued form counts (``TABC234``: 6 characters
+        # with a digit), so words such as "the" or "tickets" are no ticket number.
+        code = number[1:]
+        if len(code) != REFERENCE_LENGTH or not any(c.isdigit() for c in code):
+            raise InvalidInput("a ticket number looks like T-ABC234")
+        number = "T-" + code
     if not number.startswith("T-") or not number[2:].isalnum() or len(number) > 32:
         raise InvalidInput("a ticket number looks like T-ABC234")
     return number

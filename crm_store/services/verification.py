@@ -39,7 +39,8 @@ from sqlalchemy.orm.attributes import InstrumentedAttribute
 
 from crm_store.errors import InvalidInput
 from crm_store.models import Order, VerificationAttempt, utcnow
-from crm_store.services.orders import normalize_order_number, postcodes_match
+from crm_store.services.orders import postcodes_match
+from crm_store.services.references import normalize_order_number
 
 CLIENT_KEY_SALT = "northwind-crm/verification-client/v1:"
 MAX_SENDER_KEY = 255

@@ -47,7 +47,7 @@ def test_contact_form_understands_the_field(store) -> None:
     )
     assert validate({}, contact_field="email") == ({"contact_field": "email"}, [])
     assert validate({}, contact_field="my shoe size") == (
-        {"contact_field": None},
+        {"contact_field": None, "invalid_answers": 1.0},
         ["utter_ask_contact_field"],
     )
 

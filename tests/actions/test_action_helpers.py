@@ -2,28 +2,10 @@
 
 from __future__ import annotations
 
-import pytest
 from rasa_sdk import Tracker
 
 from actions.account import field_from_text, phone_candidate
 from actions.handoff import consecutive_fallbacks
-from actions.verification import parse_order_number, parse_postcode
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [("where is a10001?", "A10001"), ("#A12345", "A12345"), ("order 123", None)],
-)
-def test_parse_order_number(text: str, expected: str | None) -> None:
-    assert parse_order_number(text) == expected
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [("5500le", "5500 LE"), ("it's 1018 mg", "1018 MG"), ("2930", "2930"), ("x", None)],
-)
-def test_parse_postcode(text: str, expected: str | None) -> None:
-    assert parse_postcode(text) == expected
 
 
 def test_contact_field_and_dutch_phone() -> None:

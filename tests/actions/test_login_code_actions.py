@@ -19,7 +19,7 @@ from crm_store.services.login_codes import OUTBOX_PURPOSE
 from crm_store.services.notifier import list_outbox
 
 ORDER, OWNER = "A10001", "C0001"
-MISSING = "Z99999"
+MISSING = "A99999"
 
 
 def login_mail(store: sessionmaker) -> list:

@@ -223,7 +223,7 @@ def test_descriptions_must_say_something(store, form, slot, name) -> None:
     assert slots_of(events) == {slot: "it broke"}
     assert messages == []
     events, messages = run(form, tracker(candidates={slot: " ok "}, form=name))
-    assert slots_of(events) == {slot: None}
+    assert slots_of(events) == {slot: None, "invalid_answers": 1.0}
     assert responses(messages) == ["utter_need_more_detail"]
 
 
@@ -241,5 +241,5 @@ def test_ticket_number_form(store) -> None:
         form,
         tracker(candidates={"ticket_number": "no idea"}, form="ticket_status_form"),
     )
-    assert slots_of(events) == {"ticket_number": None}
+    assert slots_of(events) == {"ticket_number": None, "invalid_answers": 1.0}
     assert responses(messages) == ["utter_invalid_ticket_number"]

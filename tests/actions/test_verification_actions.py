@@ -206,7 +206,7 @@ def test_verify_form_takes_order_number_from_unverified_sender(
 
 def test_verify_form_rejects_a_malformed_order_number(store: sessionmaker) -> None:
     slots, said, _ = verify({}, order_number="order 123")
-    assert slots == {"order_number": None}
+    assert slots == {"order_number": None, "invalid_answers": 1.0}
     assert said == ["utter_invalid_order_number"]
 
 
@@ -215,10 +215,10 @@ def test_entities_of_the_wrong_type_get_a_clear_answer(
     store: sessionmaker, value: object
 ) -> None:
     slots, said, _ = verify({}, order_number=value)
-    assert slots == {"order_number": None}
+    assert slots == {"order_number": None, "invalid_answers": 1.0}
     assert said == ["utter_invalid_order_number"]
     slots, said, _ = verify({"order_number": "A10001"}, postcode=value)
-    assert slots == {"postcode": None}
+    assert slots == {"postcode": None, "invalid_answers": 1.0}
     assert said == ["utter_invalid_postcode"]
     # Both at once (an /intent{json} message), as the form validates them.
     slots, said, _ = verify({}, order_number=value, postcode=value)
@@ -264,7 +264,11 @@ def test_verified_sender_with_a_malformed_order_number_is_asked_again(
     slots, said, _ = verify(
         verified("C0001", pending_task="cancel_order"), order_number={}
     )
-    assert slots == {"order_number": None, "requested_slot": "order_number"}
+    assert slots == {
+        "order_number": None,
+        "requested_slot": "order_number",
+        "invalid_answers": 1.0,
+    }
     assert said == ["utter_invalid_order_number"]
 
 
@@ -277,7 +281,7 @@ def test_order_number_validator_checks_ownership_for_verified_sender(
     t = tracker(slots=verified(owner, pending_task="cancel_order"))
     dispatcher = CollectingDispatcher()
     result = asyncio.run(form.validate_order_number(theirs, dispatcher, t, DOMAIN))
-    assert result == {"order_number": None}
+    assert result == {"order_number": None, "invalid_answers": 1.0}
     assert responses(dispatcher.messages) == ["utter_order_not_found"]
     assert dispatcher.messages[0]["order"] == theirs
     dispatcher = CollectingDispatcher()
@@ -325,7 +329,7 @@ def test_the_orders_delivery_postcode_counts_not_the_current_one(
 def test_verify_form_rejects_a_malformed_postcode(store: sessionmaker) -> None:
     slots, said, _ = verify({"order_number": "A10001"}, postcode="no idea")
     assert said == ["utter_invalid_postcode"]
-    assert slots == {"postcode": None}
+    assert slots == {"postcode": None, "invalid_answers": 1.0}
     assert attempts(store) == []
 
 
@@ -449,7 +453,7 @@ def test_check_task_cancel_summary_or_refusal(store: sessionmaker) -> None:
     events, said, messages = check(
         verified(owner, pending_task="cancel_order", order_number=placed)
     )
-    assert slots_of(events) == {"task_ok": True}
+    assert slots_of(events) == {"task_ok": True, "confirmed_order": placed}
     assert said == ["utter_cancel_summary"]
     assert messages[0]["order"] == placed and messages[0]["total"].endswith(" EUR")
     shipped, owner = pick_order(store, Order.status == "shipped")
@@ -476,7 +480,7 @@ def test_check_task_return_eligibility(store: sessionmaker) -> None:
     events, said, messages = check(
         verified(owner, pending_task="start_return", order_number=number)
     )
-    assert slots_of(events) == {"task_ok": True}
+    assert slots_of(events) == {"task_ok": True, "confirmed_order": number}
     assert said == ["utter_return_eligible"]
     assert messages[0]["window_days"] == eligibility.window_days
     number, owner, _ = order_with_return(store, eligible=False, reason="window_closed")
@@ -498,7 +502,7 @@ def test_check_task_damage_needs_a_delivery(store: sessionmaker) -> None:
     events, said, _ = check(
         verified(owner, pending_task="report_damage", order_number=recent)
     )
-    assert slots_of(events) == {"task_ok": True}
+    assert slots_of(events) == {"task_ok": True, "confirmed_order": recent}
     assert said == []
 
 

@@ -16,6 +16,7 @@ from channels.keys import tracker_key
 from crm_store.models import (
     Conversation,
     Customer,
+    Handoff,
     Order,
     Ticket,
     VerificationAttempt,
@@ -96,6 +97,22 @@ class Chat:
             if row.direction == "out":
                 assert row.author == "bot"
         return rows
+
+
+def handoff_of(stack: Any, sender: str) -> Handoff | None:
+    """The handoff requested from the REST sender's conversation, if any."""
+    with stack.factory() as session:
+        row = (
+            session.execute(
+                select(Handoff).where(
+                    Handoff.packet["tracker_key"].as_string() == f"rest:{sender}"
+                )
+            )
+            .scalars()
+            .first()
+        )
+        session.expunge_all()
+        return row
 
 
 def email_of(stack: Any, customer_id: str) -> str:

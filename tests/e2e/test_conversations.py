@@ -14,13 +14,14 @@ from dialogue_support import (
     conversation_of,
     email_of,
     expired_orders,
+    handoff_of,
     pick_order,
     returnable_orders,
 )
 from sqlalchemy import select
 
 from actions.common import fmt_date, fmt_money
-from crm_store.models import Customer, Handoff, Order, Ticket
+from crm_store.models import Customer, Order, Ticket
 from crm_store.services.notifier import list_outbox
 from crm_store.services.orders import orders_for_customer
 from crm_store.services.shipping import expected_delivery
@@ -369,27 +370,12 @@ def test_faq_in_the_middle_of_verification(stack) -> None:
 # --- human handoff, fallback, CSAT ---------------------------------------------
 
 
-def waiting_handoff(stack, sender: str) -> Handoff | None:
-    with stack.factory() as session:
-        row = (
-            session.execute(
-                select(Handoff).where(
-                    Handoff.packet["tracker_key"].as_string() == f"rest:{sender}"
-                )
-            )
-            .scalars()
-            .first()
-        )
-        session.expunge_all()
-        return row
-
-
 def test_request_human(stack) -> None:
     chat = Chat(stack, identity=by_email(stack, "C0018"))
     chat.say("hi")
     reply = chat.say("I want to talk to a human")
     assert "human agent" in reply or "colleague" in reply
-    handoff = waiting_handoff(stack, chat.sender)
+    handoff = handoff_of(stack, chat.sender)
     assert handoff is not None and handoff.status == "waiting"
     assert handoff.customer_id == "C0018" and handoff.reason == "customer_request"
     assert "request_human" in handoff.packet["last_intents"]
@@ -405,7 +391,7 @@ def test_human_in_the_middle_of_a_form(stack) -> None:
     chat.say("I want to return an item")
     reply = chat.say("let me speak to a person")
     assert "human agent" in reply or "colleague" in reply
-    assert waiting_handoff(stack, chat.sender) is not None
+    assert handoff_of(stack, chat.sender) is not None
     chat.assert_history()
 
 
@@ -418,7 +404,7 @@ def test_fallback_rephrase_then_offer_human(stack) -> None:
     assert "human agent" in second
     third = chat.say("yes")
     assert "human agent" in third or "colleague" in third
-    handoff = waiting_handoff(stack, chat.sender)
+    handoff = handoff_of(stack, chat.sender)
     assert handoff is not None and handoff.reason == "fallback"
     chat.assert_history()
 

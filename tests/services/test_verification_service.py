@@ -114,7 +114,7 @@ def test_bad_input_is_refused_or_fails_cleanly(session: Session) -> None:
         assert not attempt(session, order.id, postcode).verified
     assert verify_order_postcode(session, order_number={}, postcode="1") is None
     with pytest.raises(InvalidInput):
-        attempt(session, "A-1 0001", order.delivery_postcode)
+        attempt(session, "A-1!0001", order.delivery_postcode)
     with pytest.raises(InvalidInput):
         attempt_postcode(
             session,
