@@ -129,7 +129,7 @@ SIGNALS: tuple[tuple[re.Pattern[str], float], ...] = (
             r"\bordered (a |an |the )?.{0,40}\b(and|but) (got|received|you sent)\b|\bmix-?up\b",
             r"\b(correct|right) (item|size|one)\b.{0,20}\b(urgent|please|asap)|\bnot mine\b",
             r"\b(charged|billed|took|take|taken)\b.{0,40}\b(twice|2x|double|two times|although|but|too much|instead)\b",
-            r"\b(not|isn'?t) (correct|fair|right|acceptable|ok|okay|good enough)\b|\bthat'?s not (right|fair|ok)\b",
+            r"\b(not|isn'?t) (fair|acceptable|good enough)\b|\bthat'?s not (fair|ok)\b",
             r"\b(full )?money back\b|\bmoney is gone\b|\bcharged (me )?(shipping|for)\b",
             r"\b(finally|more than patient|been (very )?patient|high time|about time)\b",
             r"\bnot (arrive|arrived|come|came|here|delivered)( yet)?\b|\bhasn'?t (arrived|come|shown up)\b",
@@ -139,7 +139,7 @@ SIGNALS: tuple[tuple[re.Pattern[str], float], ...] = (
             r"\b(vanished|disappeared|gone missing|is gone|into thin air)\b|\bnothing (at|on) my door",
             r"\b(says|said|shows|marked( as)?) delivered\b|\bwho (took|stole)\b|\bnobody rang\b",
             r"\bnot a single (reply|answer|response|word)\b|\bon hold\b|\bnobody picked up\b",
-            r"\bis (any(one|body)|some(one|body)) (there|reading|listening|actually)\b",
+            r"\bis (any(one|body)|some(one|body)) (even |actually )?(reading|listening)\b",
             r"\b(my )?(second|third|fourth|fifth|\d+(st|nd|rd|th)) (e-?mail|message|call|time|replacement|mix-?up|complaint)\b",
             r"\b(swore|swearing|shouted|yelled|lazy|rude)\b",
             r"\byou'?re (useless|not listening|not helping|a joke)\b|\bnot listening\b",
@@ -157,7 +157,7 @@ SIGNALS: tuple[tuple[re.Pattern[str], float], ...] = (
     # Frustration and loss of trust.
     (
         _rx(
-            r"\bforever+\b|\bso long\b|\bages\b|\bunbelievable\b|\bunreal\b",
+            r"\bforever+\b|\btakes? so long\b|\bages\b|\bunbelievable\b|\bunreal\b",
             r"\bnot (satisf\w*|honest|professional|normal|good)\b|\bunnormal\b|\b(doesn'?t|does not) feel (normal|right)\b",
             r"\b(junk|garbage|trash)\b|\blosing (my )?patience\b|\b(lost|run out of) patience\b",
             r"\b(heard|got) nothing( back)?\b|\bnothing but\b|\bgoing (round )?in circles\b",

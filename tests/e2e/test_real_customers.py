@@ -193,7 +193,7 @@ def test_angry_late_parcel_gets_an_apology_a_person_and_a_record(stack) -> None:
     ("text", "words"),
     [
         ("this is the worst service ever, I want to make a complaint", ["sorry"]),
-        ("you charged my card twice and nobody answers my emails!!", ["sorry"]),
+        ("nobody ever answers my emails, this is ridiculous!!", ["sorry"]),
         ("the courier was incredibly rude to me", ["sorry", "treated"]),
     ],
 )
