@@ -90,8 +90,21 @@ class ValidateContactUpdateForm(FormValidationAction):
             or field_from_text((tracker.latest_message or {}).get("text"))
         )
         if field is None:
+            # The answer may be the new address itself ("new.me@example.org").
             value = str(tracker.get_slot("contact_value") or "")
-            field = "email" if "@" in value else None
+            text = str((tracker.latest_message or {}).get("text") or "")
+            if "@" in value or EMAIL_RE.search(text):
+                field = "email"
+            elif PHONE_RE.search(text):
+                field = "phone"
+            if field is not None and not value:
+                # Take the address too, so the form does not ask for it again.
+                tracker.slots["contact_field"] = field
+                found = await self.validate_contact_value(
+                    text, dispatcher, tracker, domain
+                )
+                if found.get("contact_value"):
+                    return accepted(tracker, {**found, "contact_field": field})
         if field is None:
             return await reject_answer(
                 dispatcher, tracker, "contact_field", "utter_ask_contact_field"

@@ -299,3 +299,17 @@ def test_one_message_counts_once_however_many_slots_it_filled_wrongly(store) -> 
     assert responses(messages) == ["utter_invalid_phone"]
     slots = slots_of(events)
     assert slots["contact_field"] == "phone" and slots["invalid_answers"] == 1.0
+
+
+def test_the_new_address_answers_which_field_too(store) -> None:
+    text = "new.c0001@example.org"
+    t = tracker(
+        text=text,
+        slots={**verified("C0001"), "requested_slot": "contact_field"},
+        candidates={"contact_field": text},
+        form="contact_update_form",
+    )
+    events, messages = run(ValidateContactUpdateForm(), t)
+    slots = slots_of(events)
+    assert slots["contact_field"] == "email" and slots["contact_value"] == text
+    assert messages == []
