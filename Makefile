@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: setup run test lint lock bench clean db
+.PHONY: setup browser run test lint lock bench clean db
 
 setup: ## create .venv (Python 3.10) and install requirements.lock; fast when unchanged
 	@scripts/setup.sh
@@ -16,7 +16,10 @@ db: setup ## migrate the store and load the demo data (idempotent)
 run: setup ## start everything on the embedded default (SQLite) with demo data
 	@$(BIN)/crm run
 
-test: setup ## run the whole test suite (SQLite and PostgreSQL)
+browser: ## Debian's Chromium for the browser tests (installed when missing)
+	@scripts/ensure-chromium.sh
+
+test: setup browser ## run the whole test suite (SQLite, PostgreSQL, real servers, Chromium)
 	@$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 PACKAGES := actions bench bot channels cli console contact_history crm_settings \

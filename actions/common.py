@@ -222,6 +222,7 @@ TREATMENT_DEFAULTS: dict[str, Any] = {
     "offer_human_after_fallbacks": 2,
     "goodwill_on_damage": None,
     "handoff_priority_boost": 0,
+    "hand_off_on": (),
     "value_tier": None,
     "churn_band": None,
 }
@@ -317,3 +318,35 @@ def recent_user_turns(tracker: Tracker, limit: int = 5) -> tuple[list[str], list
         if len(intents) >= limit:
             break
     return [i for i in reversed(intents) if i], list(reversed(texts))
+
+
+# Rasa's own bookkeeping actions: not worth an agent's attention.
+INTERNAL_ACTIONS = frozenset(
+    {
+        "action_listen",
+        "action_session_start",
+        "action_extract_slots",
+        "action_deactivate_loop",
+        "action_unlikely_intent",
+        "action_restart",
+        "action_back",
+    }
+)
+
+
+def recent_actions(tracker: Tracker, limit: int = 10) -> list[str]:
+    """Return the names of the bot's last ``limit`` actions, oldest first.
+
+    Rasa's bookkeeping actions (``INTERNAL_ACTIONS``) are left out.
+    """
+    names: list[str] = []
+    for event in reversed(tracker.events):
+        if event.get("event") != "action":
+            continue
+        name = event.get("name")
+        if not name or name in INTERNAL_ACTIONS:
+            continue
+        names.append(name)
+        if len(names) >= limit:
+            break
+    return list(reversed(names))

@@ -1,4 +1,9 @@
-"""End of a task: stop on request, wrap up, ask and record CSAT (1-5, once)."""
+"""End of a task: stop on request, wrap up, ask and record CSAT (1-5, once).
+
+Also the return from a person: ``handed_back`` (triggered by the console's
+hand-back, never typed) runs ``action_handed_back``, which welcomes the
+customer back and asks for a rating of the conversation.
+"""
 
 from __future__ import annotations
 
@@ -132,3 +137,33 @@ class ActionRecordCsat(Action):
             SlotSet("task_resolved", False),
             *reset_task(),
         ]
+
+
+class ActionHandedBack(Action):
+    """An agent handed the conversation back: welcome back, then ask for a rating.
+
+    The rating question is asked once per conversation (``request_csat``); the
+    answer is recorded by ``action_record_csat``. A conversation rated already
+    only hears the welcome and "anything else?".
+    """
+
+    def name(self) -> str:  # noqa: D102
+        return "action_handed_back"
+
+    async def run(  # noqa: D102
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> list[EventType]:
+        dispatcher.utter_message(response="utter_handed_back")
+        events: list[EventType] = [
+            *reset_task(),
+            SlotSet("invalid_answers", None),
+            SlotSet("human_offered", False),
+            SlotSet("handoff_reason", None),
+        ]
+        if await in_store(
+            ask_for_csat, tracker_key=tracker.sender_id, channel=channel_of(tracker)
+        ):
+            dispatcher.utter_message(response="utter_ask_csat_after_agent")
+            return [*events, SlotSet("csat_asked", True)]
+        dispatcher.utter_message(response="utter_anything_else")
+        return events

@@ -1,4 +1,9 @@
-"""Ticket skills: damaged or faulty item, open a ticket, ticket status."""
+"""Ticket skills: damaged or faulty item, open a ticket, ticket status.
+
+A damage report by a customer whose treatment lists ``damaged_item`` in
+``hand_off_on`` (platinum in ``config/treatment.yml``) is also queued for a
+person (reason ``business_rule``) once the ticket is open.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from rasa_sdk.types import DomainDict
 
 from actions.common import reset_task, task_done, treatment_settings, verified_task
 from actions.form_retries import accepted, reject_answer
+from actions.handoff import hand_off
 from actions.store import in_store
 from crm_store.errors import InvalidInput, NotFound
 from crm_store.services.tickets import (
@@ -22,6 +28,7 @@ from crm_store.services.tickets import (
 )
 
 MIN_DESCRIPTION = 3
+DAMAGE_EVENT = "damaged_item"
 
 
 def _text_ok(value: Any) -> bool:
@@ -96,7 +103,12 @@ class ValidateTicketStatusForm(FormValidationAction):
 
 
 class ActionReportDamage(Action):
-    """Open a damage ticket; mention a goodwill gesture if the treatment has one."""
+    """Open a damage ticket; add the treatment's goodwill gesture and handoff.
+
+    When the treatment hands off on ``damaged_item``, a person is queued after
+    the ticket (reason ``business_rule``) and the customer hears their place in
+    line instead of "anything else?".
+    """
 
     def name(self) -> str:  # noqa: D102
         return "action_report_damage"
@@ -132,6 +144,17 @@ class ActionReportDamage(Action):
             dispatcher.utter_message(
                 response="utter_damage_goodwill", goodwill=goodwill
             )
+        if DAMAGE_EVENT in (treatment.get("hand_off_on") or ()):
+            result, events = await hand_off(
+                dispatcher,
+                tracker,
+                reason="business_rule",
+                treatment=treatment,
+                intro="utter_handoff_business_rule",
+                quiet_when_limited=True,
+            )
+            if result.status != "limited":
+                return [*events, *reset_task(resolved=True)]
         return task_done(dispatcher)
 
 

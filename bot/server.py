@@ -10,11 +10,13 @@
 2. Action server fallback: when the action server is down, times out or fails
    (5xx), Rasa logs the error and the customer gets nothing. Here the action
    endpoint is wrapped (``FallbackActionEndpoint``): such a failure becomes a
-   normal action result carrying an apology and the offer of a human, so the
-   customer hears back at once and the turn is logged by the broker like any
-   other. Validation rejections (HTTP 400) keep Rasa's own handling. Every
-   call carries ``Authorization: Bearer <CRM_ACTION_TOKEN>``; a refused token
-   (401/403) is handled like an outage.
+   normal action result carrying an apology and the offer of a human (slots
+   ``human_offered`` and ``handoff_reason: action_failure``, so accepting hands
+   off with that reason), so the customer hears back at once and the turn is
+   logged by the broker like any other. Validation rejections (HTTP 400) keep
+   Rasa's own handling. Every call carries
+   ``Authorization: Bearer <CRM_ACTION_TOKEN>``; a refused token (401/403) is
+   handled like an outage.
 3. Less work per turn: keep-alive connections to the action server and a
    response validator compiled once (``bot.patches.action_calls``); the response
    selector only runs for FAQ messages (``bot.patches.response_selection``); at most
@@ -57,6 +59,7 @@ APOLOGY = (
 )
 HUMAN_BUTTON = {"title": "Talk to a person", "payload": "I want to talk to a human"}
 FALLBACK_MARK = "action_server_unavailable"
+FAILURE_REASON = "action_failure"
 # Without credentials.yml the server still namespaces REST senders (rest:<id>).
 REST_CHANNEL = "channels.rest.NamespacedRestInput"
 REPEAT_WINDOW_SECONDS = 5.0
@@ -200,7 +203,13 @@ class FallbackActionEndpoint(EndpointConfig):
             "buttons": [dict(HUMAN_BUTTON)],
             "fallback": FALLBACK_MARK,
         }
-        return {"events": events, "responses": [message]}
+        # The apology offers a person: "yes" or the button hands off with the
+        # reason action_failure (actions/handoff.py reads handoff_reason).
+        offer = [
+            {"event": "slot", "name": "human_offered", "value": True},
+            {"event": "slot", "name": "handoff_reason", "value": FAILURE_REASON},
+        ]
+        return {"events": [*events, *offer], "responses": [message]}
 
 
 def _close_pool(endpoint: FallbackActionEndpoint) -> Any:

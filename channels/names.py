@@ -9,6 +9,7 @@ CHANNEL_BY_INPUT = {
     "rest": "chat",
     "callback": "chat",
     "socketio": "chat",
+    "web": "chat",  # the console's web chat page (channels.webchat)
     "telegram": "telegram",
     "twilio_sms": "sms",
     "twilio": "sms",

@@ -23,6 +23,16 @@ keeps Rasa's REST contract (``credentials.yml``:
 - **Body.** At most ``CRM_MAX_REQUEST_BYTES`` (default 65,536; else 413); it must
   be a JSON object with a non-empty string ``message`` (else 400). Errors are
   JSON ``{"error": "..."}``; no customer text is logged.
+- **Agent messages.** A REST client has no open connection, so what the agent
+  console queued for ``rest:<sender>`` (agent replies, queue updates: the
+  ``outbox``, ``crm_store.services.outbound``) rides along with the next
+  answer: after the turn, the pending messages of the key are appended
+  (``{"recipient_id", "text", "buttons"?, "author": "agent" | "system"}``,
+  oldest first) and marked sent, each exactly once even for concurrent
+  requests. One indexed query per request, in a worker thread; if the store
+  fails the answer goes out without them and they stay pending. Rasa builds the
+  channel with ``from_credentials``, which connects the store of the settings;
+  a channel built without ``session_factory`` skips this step.
 """
 
 from __future__ import annotations
@@ -40,10 +50,14 @@ from rasa.core.channels.rest import QueueOutputChannel, RestInput
 from sanic import Blueprint, response
 from sanic.request import Request
 from sanic.response import HTTPResponse, ResponseStream
+from sqlalchemy.orm import sessionmaker
 
 from channels.keys import InvalidSenderId, check_raw_id, tracker_key
 from channels.text import clean_text, limited_metadata
 from crm_settings import get_settings
+from crm_store.db import retry_when_locked
+from crm_store.db import session_factory as store_session_factory
+from crm_store.services import outbound
 
 try:  # what Sanic parses request.json with: handles 1,000-level nesting
     from ujson import loads as json_loads
@@ -67,6 +81,23 @@ class BadRequest(ValueError):
         """Remember the message for the JSON error and the status."""
         super().__init__(message)
         self.status = status
+
+
+def checked_text(message: object, max_chars: int) -> tuple[str, bool]:
+    """Return ``(text, was_cut)``: cleaned, cut to ``max_chars``, never empty.
+
+    The one text rule of the customer channels (REST, web chat).
+
+    Raises:
+        BadRequest: not a string, or no text left after cleaning.
+    """
+    if not isinstance(message, str):
+        raise BadRequest("the message must be a string")
+    text = clean_text(message)
+    if not text.strip():
+        raise BadRequest("the message must contain text")
+    was_cut = len(text) > max_chars
+    return (text[:max_chars] if was_cut else text), was_cut
 
 
 class ClientRecipient:
@@ -104,8 +135,14 @@ class NamespacedRestInput(RestInput):
         max_message_chars: int | None = None,
         max_metadata_bytes: int | None = None,
         max_request_bytes: int | None = None,
+        session_factory: sessionmaker | None = None,
     ) -> None:
-        """Take the limits from the settings unless given."""
+        """Take the limits from the settings unless given.
+
+        ``session_factory``: the store whose pending agent messages are
+        appended to the answers (None: none are).
+        """
+        self.session_factory = session_factory
         settings = get_settings()
         self.max_message_chars = max_message_chars or settings.max_message_chars
         self.max_metadata_bytes = (
@@ -124,8 +161,13 @@ class NamespacedRestInput(RestInput):
     def from_credentials(
         cls, credentials: dict[str, Any] | None
     ) -> NamespacedRestInput:
-        """No credentials: the limits come from the settings."""
-        return cls()
+        """No credentials: the limits and the store come from the settings."""
+        settings = get_settings()
+        return cls(
+            session_factory=store_session_factory(
+                settings.database_url, echo=settings.echo_sql
+            )
+        )
 
     def parse(self, request: Request) -> tuple[str, str, bool, dict[str, Any]]:
         """Return ``(sender, text, was_cut, metadata)`` of a webhook request.
@@ -151,15 +193,7 @@ class NamespacedRestInput(RestInput):
             raise BadRequest(
                 f"{error} (at most {MAX_SENDER_CHARS} printable characters)"
             ) from error
-        message = payload.get("message")
-        if not isinstance(message, str):
-            raise BadRequest("the message must be a string")
-        text = clean_text(message)
-        if not text.strip():
-            raise BadRequest("the message must contain text")
-        was_cut = len(text) > self.max_message_chars
-        if was_cut:
-            text = text[: self.max_message_chars]
+        text, was_cut = checked_text(payload.get("message"), self.max_message_chars)
         metadata = limited_metadata(
             payload.get("metadata"), max_bytes=self.max_metadata_bytes
         )
@@ -200,7 +234,8 @@ class NamespacedRestInput(RestInput):
                 return response.stream(stream, content_type="text/event-stream")
             collector = addressed(ClientCollectingOutput(), key, sender)
             await self._handle(on_new_message, text, collector, key, metadata)
-            return response.json(notices + collector.messages)
+            queued = await self.queued_messages(key, sender)
+            return response.json(notices + collector.messages + queued)
 
         return webhook
 
@@ -222,6 +257,45 @@ class NamespacedRestInput(RestInput):
             logger.error("rest: the turn of %s timed out", key)
         except Exception:  # noqa: BLE001 - Rasa's REST channel does the same
             logger.exception("rest: the turn of %s failed", key)
+
+    async def queued_messages(self, key: str, sender: str) -> list[dict[str, Any]]:
+        """Take the key's pending outbox messages as answers (see module docstring).
+
+        Never raises: a store failure is logged (ids only) and gives ``[]``.
+        """
+        if self.session_factory is None:
+            return []
+        try:
+            messages = await asyncio.to_thread(self._take_pending, key)
+        except Exception:  # noqa: BLE001 - the bot's answer must still go out
+            logger.exception("rest: pending agent messages of %s not read", key)
+            return []
+        answers = []
+        for message in messages:
+            answer: dict[str, Any] = {"recipient_id": sender, "text": message.text}
+            if message.buttons:
+                answer["buttons"] = message.buttons
+            answer["author"] = message.author
+            answers.append(answer)
+        return answers
+
+    def _take_pending(self, key: str) -> list[outbound.ConversationMessage]:
+        """Read the pending messages and mark each sent; keep those this call won."""
+        factory = self.session_factory
+        assert factory is not None
+
+        def attempt() -> list[outbound.ConversationMessage]:
+            with factory() as session:
+                pending = outbound.pending_messages(session, key)
+                if not pending:
+                    return []
+                # One update per message: a concurrent request for the same
+                # sender that marked it first keeps it (rowcount 0 here).
+                taken = [m for m in pending if outbound.mark_sent(session, [m.id])]
+                session.commit()
+                return taken
+
+        return retry_when_locked(attempt)
 
     def _streamer(
         self,
@@ -246,5 +320,7 @@ class NamespacedRestInput(RestInput):
             while (item := await messages.get()) != "DONE":
                 await resp.write(json.dumps(item) + "\n")
             await task
+            for item in await self.queued_messages(key, sender):
+                await resp.write(json.dumps(item) + "\n")
 
         return stream

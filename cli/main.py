@@ -291,6 +291,16 @@ def bench_latency(
     )
 
 
+@bench_app.command("handoff")
+def bench_handoff(
+    handoffs: int = typer.Option(200, min=1, help="Handoffs, one after another."),
+) -> None:
+    """Handoff: customer's request -> agent's queue page, agent reply -> customer."""
+    from bench.handoff import run_handoff_bench
+
+    run_handoff_bench(handoffs=handoffs, console=out)
+
+
 @app.command()
 def complaints(
     days: int = typer.Option(7, min=1, max=3660, help="Look back this many days."),

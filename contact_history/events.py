@@ -41,6 +41,19 @@ def event_id_for(event: dict[str, Any]) -> str:
     return f"{event.get('event')}-{digest[:40]}"
 
 
+# Rasa's text of an externally triggered intent (UserUttered.create_external).
+EXTERNAL_PREFIX = "EXTERNAL: "
+
+
+def is_external(event: dict[str, Any]) -> bool:
+    """True for a user event Rasa made for a triggered intent (no message id)."""
+    return (
+        event.get("event") == "user"
+        and not event.get("message_id")
+        and str(event.get("text") or "").startswith(EXTERNAL_PREFIX)
+    )
+
+
 def is_recorded(event: dict[str, Any]) -> bool:
     """True for the events the recorder uses: messages and the tracked slots.
 
@@ -50,6 +63,8 @@ def is_recorded(event: dict[str, Any]) -> bool:
     kind = event.get("event")
     if kind == "slot":
         return event.get("name") in TRACKED_SLOTS
+    if is_external(event):
+        return False  # an intent triggered by us (e.g. the hand-back), not typed
     return kind in MESSAGE_EVENTS
 
 

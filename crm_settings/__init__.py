@@ -100,6 +100,32 @@ class Settings(BaseSettings):
     churn_model: Path | None = Field(None, env="CRM_CHURN_MODEL")
     treatment_rules: Path | None = Field(None, env="CRM_TREATMENT_RULES")
 
+    # Handoff queue and agent console
+    console_port: int = Field(8000, env="CONSOLE_PORT", ge=1, le=65535)
+    console_interface: str = Field("127.0.0.1", env="CONSOLE_INTERFACE")
+    # Shared by the console and the Rasa server: signs web-chat session tokens
+    # and authenticates the console's calls to the Rasa server (derived keys).
+    # `crm run` generates one under var/ when unset.
+    console_secret: SecretStr | None = Field(None, env="CRM_CONSOLE_SECRET")
+    # e.g. "mon-fri 08:00-20:00; sat 09:00-17:00 Europe/Amsterdam" or "always";
+    # unset: the hours of policies.md.
+    agent_hours: str | None = Field(None, env="CRM_AGENT_HOURS")
+    queue_config: Path | None = Field(None, env="CRM_QUEUE_CONFIG")
+    demo_password: SecretStr | None = Field(None, env="CRM_DEMO_PASSWORD")
+    environment: Literal["development", "production"] = Field(
+        "development", env="CRM_ENV"
+    )
+    session_hours: float = Field(8, env="CRM_CONSOLE_SESSION_HOURS", gt=0, le=168)
+    login_failures: int = Field(5, env="CRM_LOGIN_FAILURES", ge=1)
+    login_lock_minutes: float = Field(15, env="CRM_LOGIN_LOCK_MINUTES", gt=0)
+    # Origins allowed to open the web chat socket (comma-separated); unset: the
+    # console's own address on localhost and 127.0.0.1.
+    chat_origins: str | None = Field(None, env="CRM_CHAT_ORIGINS")
+    # Where the console reaches the Rasa server (default http://127.0.0.1:RASA_PORT)
+    # and where browsers reach its socket (default: same host as the page, RASA_PORT).
+    rasa_internal_url: str | None = Field(None, env="CRM_RASA_URL")
+    chat_socket_url: str | None = Field(None, env="CRM_CHAT_SOCKET_URL")
+
     # Tools
     chat_url: str | None = Field(None, env="CRM_CHAT_URL")
     bench_pg_url: str = Field(
@@ -118,7 +144,7 @@ class Settings(BaseSettings):
             raise ValueError("must not be empty")
         return value.strip() if value is not None else None
 
-    @validator("identity_secret", "action_token")
+    @validator("identity_secret", "action_token", "console_secret")
     def _long_secret(cls, value: SecretStr | None) -> SecretStr | None:  # noqa: N805
         if value is not None and len(value.get_secret_value().encode()) < 32:
             raise ValueError("must be at least 32 bytes (e.g. `openssl rand -hex 32`)")
@@ -130,6 +156,13 @@ class Settings(BaseSettings):
         if self.max_concurrent_turns is not None:
             return self.max_concurrent_turns
         return 2 * _usable_cores()
+
+    @property
+    def rasa_control_url(self) -> str:
+        """Base URL of the Rasa server as the console calls it."""
+        return (self.rasa_internal_url or f"http://127.0.0.1:{self.rasa_port}").rstrip(
+            "/"
+        )
 
     @property
     def rasa_url(self) -> str:

@@ -29,3 +29,33 @@ class InvalidInput(StoreError):
     """A value failed validation (bad channel, empty text, malformed cursor...)."""
 
     default_message = "Invalid input."
+
+
+class Conflict(StoreError):
+    """The record is no longer in the state the request expects (lost a race)."""
+
+    default_message = "The record was changed by someone else."
+
+
+class Forbidden(StoreError):
+    """The caller may not do this to the record (e.g. another agent's handoff)."""
+
+    default_message = "Not allowed."
+
+
+class LoginFailed(StoreError):
+    """Unknown user, inactive user or wrong password: one message for all."""
+
+    default_message = "Unknown username or wrong password."
+
+
+class LoginThrottled(StoreError):
+    """Too many failed logins for the username or the client address."""
+
+    default_message = "Too many failed logins; try again later."
+
+    def __init__(self, retry_after_seconds: int) -> None:
+        super().__init__(
+            f"Too many failed logins; try again in {retry_after_seconds} seconds."
+        )
+        self.retry_after_seconds = retry_after_seconds

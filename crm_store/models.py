@@ -299,6 +299,11 @@ class Handoff(Base):
     first_response_at = Column(DateTime)
     resolved_at = Column(DateTime)
     resolution_note = Column(Text)
+    # Queue order: the arrival time moved earlier by the priority points
+    # (``crm_store.services.queue``); the waiting entry with the smallest goes first.
+    queue_at = Column(DateTime)
+    # The queue position the customer was last told (updates only on change).
+    told_position = Column(Integer)
 
 
 class StaffUser(Base):
@@ -312,6 +317,33 @@ class StaffUser(Base):
     password_hash = Column(String(128), nullable=False)
     role = Column(String(16), nullable=False)
     active = Column(Boolean, nullable=False, default=True)
+    created_at = Column(DateTime, nullable=False, default=utcnow)
+    last_login_at = Column(DateTime)
+
+
+class StaffSession(Base):
+    """A console login: only the SHA-256 of the token is stored, with its CSRF token."""
+
+    __tablename__ = "staff_sessions"
+
+    id = Column(BigId, primary_key=True, autoincrement=True)
+    token_hash = Column(String(64), nullable=False, unique=True)
+    staff_id = Column(BigId, ForeignKey("staff_users.id"), nullable=False, index=True)
+    csrf_token = Column(String(64), nullable=False)
+    created_at = Column(DateTime, nullable=False, default=utcnow)
+    expires_at = Column(DateTime, nullable=False)
+    last_seen_at = Column(DateTime, nullable=False, default=utcnow)
+
+
+class HandoffNote(Base):
+    """An agent's internal note on a handoff: never sent to the customer."""
+
+    __tablename__ = "handoff_notes"
+
+    id = Column(BigId, primary_key=True, autoincrement=True)
+    handoff_id = Column(BigId, ForeignKey("handoffs.id"), nullable=False, index=True)
+    staff_id = Column(BigId, ForeignKey("staff_users.id"), nullable=False)
+    text = Column(Text, nullable=False)
     created_at = Column(DateTime, nullable=False, default=utcnow)
 
 
@@ -454,10 +486,17 @@ class OneTimeCode(Base):
 
 
 class OutboxMessage(Base):
-    """A message to a customer address (code, notice), written before it is sent."""
+    """A message to a customer, written before it is sent: one outbound path.
+
+    Codes and notices go to an address (``recipient``); agent replies and queue
+    updates go to a conversation (``tracker_key``, ``conversation_id``).
+    """
 
     __tablename__ = "outbox"
-    __table_args__ = (Index("ix_outbox_status_created", "status", "created_at"),)
+    __table_args__ = (
+        Index("ix_outbox_status_created", "status", "created_at"),
+        Index("ix_outbox_tracker_key_status", "tracker_key", "status"),
+    )
 
     id = Column(BigId, primary_key=True, autoincrement=True)
     customer_id = Column(String(32), ForeignKey("customers.id"))
@@ -469,6 +508,13 @@ class OutboxMessage(Base):
     status = Column(String(16), nullable=False, default="pending")
     created_at = Column(DateTime, nullable=False, default=utcnow)
     sent_at = Column(DateTime)
+    tracker_key = Column(String(255))
+    conversation_id = Column(String(128), ForeignKey("conversations.id"))
+    handoff_id = Column(BigId, ForeignKey("handoffs.id"))
+    # Buttons and other structured parts of a conversation message.
+    payload = Column(JSON)
+    attempts = Column(Integer, nullable=False, default=0, server_default="0")
+    last_error = Column(Text)
 
 
 class UsedNonce(Base):

@@ -129,6 +129,14 @@ def action_server_argv(
     ]
 
 
+def console_argv() -> list[str]:
+    """Command line of the agent console (``python -m console``).
+
+    Port, interface, store and secrets come from the environment.
+    """
+    return [sys.executable, "-m", "console"]
+
+
 def process_env(
     *,
     database_url: str,

@@ -10,7 +10,12 @@ action server on demand and stops everything together.
 
 The action server only serves calls that carry the stack's action token
 (``CRM_ACTION_TOKEN``, given to every child through its environment, never on a
-command line): the one passed in, or a fresh random one per stack.
+command line): the one passed in, or a fresh random one per stack. The same way
+every child gets ``CRM_CONSOLE_SECRET``, from which the Rasa server and the agent
+console derive the web-chat token key and the console's control token.
+
+With ``console_port`` the stack also runs the agent console (``python -m console``),
+which reaches the (first) Rasa server through ``CRM_RASA_URL``.
 
 Several Rasa servers (``RasaVariant``: own endpoint overrides and environment)
 can share one action server; the benchmark compares configurations that way.
@@ -29,6 +34,7 @@ from runtime.processes import (
     ServerProcess,
     action_server_argv,
     action_url,
+    console_argv,
     free_port,
     process_env,
     rasa_server_argv,
@@ -79,6 +85,9 @@ class BotStack:
         variants: Sequence[RasaVariant] | None = None,
         cors: str | None = None,
         new_session: bool = True,
+        console_secret: str | None = None,
+        console_port: int | None = None,
+        console_interface: str = LOOPBACK,
     ) -> None:
         """Describe the stack and write its endpoint files; ``start`` launches it.
 
@@ -105,6 +114,10 @@ class BotStack:
             cors: the Rasa server's ``--cors`` value.
             new_session: children get sessions of their own (see
                 ``ServerProcess``); ``crm run`` keeps them in its process group.
+            console_secret: ``CRM_CONSOLE_SECRET`` of every child (default: a
+                fresh random one).
+            console_port: run the agent console on this port (None: no console).
+            console_interface: interface the console binds to.
 
         Raises:
             ValueError: ``rasa_port`` with several variants, or duplicate names.
@@ -121,11 +134,16 @@ class BotStack:
         action_host = LOOPBACK if action_interface in ANY_ADDRESS else action_interface
         self.action_url = action_url(action_port, action_host)
         self.action_token = action_token or new_action_token()
-        env = process_env(
-            database_url=database_url,
-            project=project,
-            extra={**(extra_env or {}), "CRM_ACTION_TOKEN": self.action_token},
-        )
+        self.console_secret = console_secret or new_action_token()
+        first_rasa_port = rasa_port or free_port()
+        shared = {
+            **(extra_env or {}),
+            "CRM_ACTION_TOKEN": self.action_token,
+            "CRM_CONSOLE_SECRET": self.console_secret,
+        }
+        if console_port is not None:
+            shared["CONSOLE_PORT"] = str(console_port)
+        env = process_env(database_url=database_url, project=project, extra=shared)
 
         def log_path(name: str) -> Path | None:
             return log_dir / f"{name}.log" if log_dir is not None else None
@@ -141,8 +159,8 @@ class BotStack:
         )
         self.rasa_servers: dict[str, ServerProcess] = {}
         self.urls: dict[str, str] = {}
-        for variant in variants:
-            port = rasa_port or free_port()
+        for index, variant in enumerate(variants):
+            port = first_rasa_port if index == 0 else free_port()
             file_name = (
                 "endpoints.yml"
                 if len(variants) == 1
@@ -173,11 +191,33 @@ class BotStack:
                 new_session=new_session,
             )
             self.urls[variant.name] = f"http://{LOOPBACK}:{port}"
+        self.console: ServerProcess | None = None
+        self.console_url: str | None = None
+        if console_port is not None:
+            console_host = (
+                LOOPBACK if console_interface in ANY_ADDRESS else console_interface
+            )
+            self.console_url = f"http://{console_host}:{console_port}"
+            self.console = ServerProcess(
+                "console",
+                console_argv(),
+                env={
+                    **env,
+                    "CONSOLE_INTERFACE": console_interface,
+                    "CRM_RASA_URL": f"http://{LOOPBACK}:{first_rasa_port}",
+                    "RASA_PORT": str(first_rasa_port),
+                },
+                cwd=project,
+                ready_url=f"{self.console_url}/healthz",
+                log_path=log_path("console"),
+                new_session=new_session,
+            )
 
     @property
     def processes(self) -> list[ServerProcess]:
-        """Every process of the stack, the action server first."""
-        return [self.actions, *self.rasa_servers.values()]
+        """Every process of the stack, the action server first, the console last."""
+        console = [self.console] if self.console is not None else []
+        return [self.actions, *self.rasa_servers.values(), *console]
 
     @property
     def rasa(self) -> ServerProcess:

@@ -8,7 +8,13 @@ one process exits, all are stopped. Their logs go to stdout.
 
 The action server only answers calls carrying ``CRM_ACTION_TOKEN``; when that
 setting is unset, a random token is generated once and kept in
-``var/action-token`` (mode 0600) for later runs.
+``var/action-token`` (mode 0600) for later runs. ``CRM_CONSOLE_SECRET`` (web-chat
+tokens, console -> Rasa control calls) is kept the same way in
+``var/console-secret``.
+
+The agent console runs on ``CONSOLE_PORT``. Outside production mode the demo
+accounts ``admin``, ``manager`` and ``agent`` are (re)set to ``CRM_DEMO_PASSWORD``,
+or to a password generated at start and printed once.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from runtime.stack import BotStack
 DEMO_DIR = PROJECT_ROOT / "data" / "demo"
 RUNTIME_DIR = PROJECT_ROOT / "var" / "run"
 TOKEN_FILE = PROJECT_ROOT / "var" / "action-token"
+CONSOLE_SECRET_FILE = PROJECT_ROOT / "var" / "console-secret"
 STOP_TIMEOUT = 15.0
 
 Log = Callable[[str], None]
@@ -93,6 +100,40 @@ def action_token() -> str:
     return stored_action_token()
 
 
+def console_secret() -> str:
+    """``CRM_CONSOLE_SECRET`` if set, else the one stored under ``var/``."""
+    configured = get_settings().console_secret
+    if configured is not None:
+        return configured.get_secret_value()
+    return stored_action_token(CONSOLE_SECRET_FILE)
+
+
+def prepare_demo_staff(url: str) -> str | None:
+    """Set the demo accounts' password; return the line to print (None in production).
+
+    The password is ``CRM_DEMO_PASSWORD`` or, when unset, a new random one that is
+    printed only here.
+    """
+    from crm_store.db import session_factory
+    from crm_store.services.staff import ensure_demo_staff
+
+    settings = get_settings()
+    if settings.environment == "production":
+        return None
+    configured = settings.demo_password
+    password = (
+        configured.get_secret_value() if configured else secrets.token_urlsafe(12)
+    )
+    with session_factory(url).begin() as session:
+        names = ensure_demo_staff(session, password)
+    if configured:
+        return f"demo accounts: {', '.join(names)} (password: CRM_DEMO_PASSWORD)"
+    return (
+        f"demo accounts: {', '.join(names)}, password {password} "
+        "(generated at this start; set CRM_DEMO_PASSWORD to choose one)"
+    )
+
+
 def runtime_stack(url: str, model: Path) -> BotStack:
     """The stack ``crm run`` supervises: ports and interface from the settings.
 
@@ -112,13 +153,17 @@ def runtime_stack(url: str, model: Path) -> BotStack:
         action_token=action_token(),
         cors="*",
         new_session=False,
+        console_secret=console_secret(),
+        console_port=settings.console_port,
+        console_interface=settings.console_interface,
     )
 
 
-def supervise(stack: BotStack, log: Log = print) -> int:
+def supervise(stack: BotStack, log: Log = print, staff_line: str | None = None) -> int:
     """Start ``stack``, wait until a process exits or Ctrl-C, then stop them all.
 
-    Announces once the Rasa server answers. Returns 0 after Ctrl-C (or SIGTERM),
+    Announces once the Rasa server answers, and the console (with ``staff_line``,
+    the demo accounts) once it answers. Returns 0 after Ctrl-C (or SIGTERM),
     else the exit code of the process that stopped first (1 if it was 0).
     """
     stopping = False
@@ -134,6 +179,7 @@ def supervise(stack: BotStack, log: Log = print) -> int:
     stack.start()
     exit_code = 0
     announced = False
+    console_announced = stack.console is None
     while not stopping:
         gone = stack.exited()
         if gone is not None:
@@ -146,6 +192,15 @@ def supervise(stack: BotStack, log: Log = print) -> int:
                 f"bot ready: POST {stack.rasa_url}/webhooks/rest/webhook "
                 "(try `crm chat`); Ctrl-C stops everything"
             )
+        if not console_announced and stack.console is not None:
+            if stack.console.ready():
+                console_announced = True
+                log(
+                    f"console ready: {stack.console_url}/ (agents, managers); "
+                    f"customer web chat: {stack.console_url}/chat"
+                )
+                if staff_line:
+                    log(staff_line)
         time.sleep(0.5)
     stack.stop(STOP_TIMEOUT)
     log("stopped")
@@ -160,12 +215,13 @@ def run(url: str) -> int:
         print(line, flush=True)
 
     say(prepare_store(url))
+    staff_line = prepare_demo_staff(url)
     try:
         model = ensure_model(log=say)
     except TrainingError as error:
         print(f"error: {error}", file=sys.stderr, flush=True)
         return 1
-    return supervise(runtime_stack(url, model), say)
+    return supervise(runtime_stack(url, model), say, staff_line)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,11 @@ SETTINGS = (
     "offer_human_after_fallbacks",
     "goodwill_on_damage",
     "handoff_priority_boost",
+    "hand_off_on",
 )
+# Events after which the bot queues a handoff (reason ``business_rule``) on its
+# own: ``damaged_item`` = a damage ticket was opened (``action_report_damage``).
+HANDOFF_EVENTS = ("damaged_item",)
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,8 @@ class Treatment:
         goodwill_on_damage: gesture offered for a damaged item (e.g. "a 10 EUR
             voucher"), or None.
         handoff_priority_boost: added to the handoff priority (higher = sooner).
+        hand_off_on: events (``HANDOFF_EVENTS``) after which the bot hands the
+            customer to a person without being asked.
     """
 
     value_tier: str | None
@@ -48,6 +54,7 @@ class Treatment:
     offer_human_after_fallbacks: int
     goodwill_on_damage: str | None
     handoff_priority_boost: int
+    hand_off_on: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -76,6 +83,7 @@ class TreatmentRules:
         boost = int(self.default["handoff_priority_boost"])
         goodwill = self.default.get("goodwill_on_damage")
         goodwill_set = False
+        hand_off_on = list(self.default.get("hand_off_on") or [])
         for rule in self.rules:
             if not rule.matches(values):
                 continue
@@ -86,12 +94,16 @@ class TreatmentRules:
                 boost = max(boost, int(s["handoff_priority_boost"]))
             if not goodwill_set and s.get("goodwill_on_damage"):
                 goodwill, goodwill_set = s["goodwill_on_damage"], True
+            for event in s.get("hand_off_on") or []:
+                if event not in hand_off_on:
+                    hand_off_on.append(event)
         return Treatment(
             value_tier=values.get("value_tier"),
             churn_band=values.get("churn_band"),
             offer_human_after_fallbacks=fallbacks,
             goodwill_on_damage=goodwill,
             handoff_priority_boost=boost,
+            hand_off_on=tuple(hand_off_on),
         )
 
 
@@ -111,6 +123,7 @@ def parse_rules(data: Any, *, source: str = "<rules>") -> TreatmentRules:
         "offer_human_after_fallbacks": 2,
         "goodwill_on_damage": None,
         "handoff_priority_boost": 0,
+        "hand_off_on": [],
     }
     default.update(_settings(data.get("default") or {}, fail, "default"))
     rules = []
@@ -148,6 +161,16 @@ def _settings(raw: Any, fail: Any, where: str) -> dict[str, Any]:
     goodwill = raw.get("goodwill_on_damage")
     if goodwill is not None and not isinstance(goodwill, str):
         raise fail(f"{where}: goodwill_on_damage must be text or null")
+    if "hand_off_on" in raw:
+        events = raw["hand_off_on"]
+        if events is None:
+            events = []
+        if not isinstance(events, list) or any(e not in HANDOFF_EVENTS for e in events):
+            raise fail(
+                f"{where}: hand_off_on must be a list of {list(HANDOFF_EVENTS)}, "
+                "e.g. hand_off_on: [damaged_item]"
+            )
+        raw = {**raw, "hand_off_on": list(events)}
     return dict(raw)
 
 

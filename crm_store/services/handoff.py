@@ -5,34 +5,49 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import asdict, dataclass, field
 from typing import Literal
-from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from crm_store.errors import InvalidInput
 from crm_store.models import CHANNELS, Conversation, Handoff, utcnow
+from crm_store.services.agent_hours import DEFAULT_HOURS, AgentHours
 from crm_store.services.conversations import open_conversation
 from crm_store.services.history import next_conversation_id
 from crm_store.services.links import conversation_id_for
-
-AMSTERDAM = ZoneInfo("Europe/Amsterdam")
-# Human agents: Mon-Fri 08:00-20:00, Sat 09:00-17:00 (Europe/Amsterdam).
-AGENT_HOURS = {d: (8, 20) for d in range(5)} | {5: (9, 17)}
-REASONS = (
-    "customer_request",
-    "fallback",
-    "verification_failed",
-    "step_up_required",
-    "complaint",
-    "form_stuck",
-    "other",
+from crm_store.services.queue import (
+    REASONS,
+    QueueWeights,
+    default_weights,
+    expected_wait,
+    position_of,
+    priority_points,
+    queue_at_for,
 )
+
+__all__ = [
+    "REASONS",
+    "PACKET_VERSION",
+    "HandoffPacket",
+    "HandoffResult",
+    "agents_available",
+    "current_conversation_id",
+    "request_handoff",
+    "sender_handoffs",
+]
+
+
+PACKET_VERSION = 2
 
 
 @dataclass(frozen=True)
 class HandoffPacket:
-    """Context an agent needs to take over without asking again."""
+    """Context an agent needs to take over without asking again (schema v2).
+
+    The action server fills what the conversation knows (verification, intents,
+    slots, actions, last messages); ``handoff_packet.enrich_packet`` adds what the
+    store knows (identities, scores, open orders and tickets).
+    """
 
     customer_id: str | None
     verified: bool
@@ -44,6 +59,22 @@ class HandoffPacket:
     summary: str | None = None
     value_tier: str | None = None
     churn_band: str | None = None
+    version: int = PACKET_VERSION
+    conversation_id: str | None = None
+    tracker_key: str | None = None
+    customer_name: str | None = None
+    identities: list[dict] = field(
+        default_factory=list
+    )  # {kind, value (masked), verified}
+    clv: str | None = None  # Decimal as string
+    churn_risk: float | None = None
+    churn_drivers: list[str] = field(default_factory=list)
+    slots: dict = field(default_factory=dict)  # non-empty, non-personal task slots
+    actions: list[str] = field(default_factory=list)  # recent bot actions, oldest first
+    open_orders: list[dict] = field(
+        default_factory=list
+    )  # {order_id, status, placed_at, total}
+    open_tickets: list[dict] = field(default_factory=list)  # {number, subject, status}
 
 
 HandoffStatus = Literal["queued", "already_queued", "already_claimed", "limited"]
@@ -59,20 +90,26 @@ class HandoffResult:
     (the conversation's open entry, nothing new recorded), ``limited`` (the
     sender reached its hourly limit: nothing recorded, no id, no position).
     ``position`` is the place among waiting entries, None unless waiting.
+    ``expected_wait`` (while waiting): ``queue.expected_wait`` for the position,
+    plus the time until agents start when they are off now.
     """
 
     handoff_id: int | None
     position: int | None
     agents_available: bool
     status: HandoffStatus = "queued"
+    expected_wait: dt.timedelta | None = None
 
 
-def agents_available(now: dt.datetime | None = None) -> bool:
-    """Tell whether human agents work at ``now`` (naive UTC)."""
-    now = now or utcnow()
-    local = now.replace(tzinfo=dt.timezone.utc).astimezone(AMSTERDAM)
-    hours = AGENT_HOURS.get(local.weekday())
-    return hours is not None and hours[0] <= local.hour < hours[1]
+def agents_available(
+    now: dt.datetime | None = None, hours: AgentHours | None = None
+) -> bool:
+    """Tell whether human agents work at ``now`` (naive UTC).
+
+    ``hours``: parsed ``CRM_AGENT_HOURS`` (``agent_hours.parse_agent_hours``);
+    None means the hours of the policies (Mon-Fri 08-20, Sat 09-17, Amsterdam).
+    """
+    return (hours or DEFAULT_HOURS).is_open(now or utcnow())
 
 
 def current_conversation_id(
@@ -128,21 +165,25 @@ def sender_handoffs(session: Session, *, tracker_key: str, since: dt.datetime) -
     ).scalar_one()
 
 
-def _position(session: Session, handoff: Handoff) -> int:
-    ahead = session.execute(
-        select(func.count())
-        .select_from(Handoff)
-        .where(
-            Handoff.status == "waiting",
-            Handoff.id != handoff.id,
-            or_(
-                Handoff.priority > handoff.priority,
-                (Handoff.priority == handoff.priority)
-                & (Handoff.created_at <= handoff.created_at),
-            ),
-        )
-    ).scalar_one()
-    return ahead + 1
+def _waiting_result(
+    session: Session,
+    handoff: Handoff,
+    *,
+    at: dt.datetime,
+    hours: AgentHours,
+    weights: QueueWeights,
+    status: HandoffStatus,
+) -> HandoffResult:
+    """Result for a waiting entry; the customer is told this position now."""
+    position = position_of(session, handoff)
+    handoff.told_position = position
+    available = hours.is_open(at)
+    wait = expected_wait(session, position, now=at, weights=weights)
+    if not available:
+        opening = hours.next_opening(at)
+        if opening is not None:
+            wait += opening - at
+    return HandoffResult(handoff.id, position, available, status, wait)
 
 
 def request_handoff(
@@ -153,30 +194,44 @@ def request_handoff(
     priority: int = 0,
     sender_limit: int | None = None,
     at: dt.datetime | None = None,
+    weights: QueueWeights | None = None,
+    hours: AgentHours | None = None,
 ) -> HandoffResult:
     """Queue a conversation for a human; return its status and queue position.
 
     De-duplicated per conversation: while it has a waiting or claimed entry,
-    asking again returns that entry and records nothing. Rate-limited per
+    asking again returns that entry and records nothing new. Rate-limited per
     sender: at most ``sender_limit`` handoffs per hour over all conversations
     of the conversation's tracker key (None: no limit); beyond that nothing is
-    recorded. Queue order is priority (higher first), then waiting time. An
-    unknown ``conversation_id`` queues a handoff without a conversation.
+    recorded. Queue order (``crm_store.services.queue``): points for value
+    tier, churn band and reason (``weights``, default ``config/queue.yml``)
+    plus ``priority`` (the treatment boost), worth ``points /
+    points_per_minute_waiting`` minutes of waiting. ``hours``: agent hours
+    (default: the policies'). An unknown ``conversation_id`` queues a handoff
+    without a conversation.
     """
     if packet.channel not in CHANNELS:
         raise InvalidInput(f"unknown channel {packet.channel!r}")
     if packet.reason not in REASONS:
         raise InvalidInput(f"reason must be one of {REASONS}")
     at = at or utcnow()
-    available = agents_available(at)
+    weights = weights or default_weights()
+    hours = hours or DEFAULT_HOURS
+    available = hours.is_open(at)
     conversation = (
         session.get(Conversation, conversation_id) if conversation_id else None
     )
     if conversation is not None:
         existing = _open_handoff(session, conversation.id)
         if existing is not None and existing.status == "waiting":
-            position = _position(session, existing)
-            return HandoffResult(existing.id, position, available, "already_queued")
+            return _waiting_result(
+                session,
+                existing,
+                at=at,
+                hours=hours,
+                weights=weights,
+                status="already_queued",
+            )
         if existing is not None:
             return HandoffResult(existing.id, None, available, "already_claimed")
         if (
@@ -190,16 +245,26 @@ def request_handoff(
             return HandoffResult(None, None, available, "limited")
     conv_id = conversation.id if conversation is not None else None
     key = conversation.tracker_key if conversation is not None else None
+    points = priority_points(
+        weights,
+        value_tier=packet.value_tier,
+        churn_band=packet.churn_band,
+        reason=packet.reason,
+        boost=priority,
+    )
     handoff = Handoff(
         conversation_id=conv_id,
         customer_id=packet.customer_id,
         channel=packet.channel,
         reason=packet.reason,
         status="waiting",
-        priority=priority,
+        priority=points,
         packet=asdict(packet) | {"conversation_id": conv_id, "tracker_key": key},
         created_at=at,
+        queue_at=queue_at_for(at, points, weights),
     )
     session.add(handoff)
     session.flush()
-    return HandoffResult(handoff.id, _position(session, handoff), available)
+    return _waiting_result(
+        session, handoff, at=at, hours=hours, weights=weights, status="queued"
+    )

@@ -275,11 +275,22 @@ def test_fallback_asks_to_rephrase_then_offers_a_human(store) -> None:
     assert (events, responses(messages)) == ([], ["utter_ask_rephrase"])
     events, messages = run(ActionFallback(), fallback_tracker("greet", "out_of_scope"))
     assert (events, responses(messages)) == ([], ["utter_out_of_scope"])
+    # Misunderstood twice, not both low confidence: a person is offered.
     events, messages = run(
-        ActionFallback(), fallback_tracker("nlu_fallback", "nlu_fallback")
+        ActionFallback(), fallback_tracker("nlu_fallback", "out_of_scope")
     )
     assert responses(messages) == ["utter_offer_human"]
     assert slots_of(events) == {"human_offered": True, "handoff_reason": "fallback"}
+    # Not understood twice in a row: queued at once (tests/actions/
+    # test_handoff_triggers.py checks the handoff and what the customer hears).
+    events, messages = run(
+        ActionFallback(), fallback_tracker("nlu_fallback", "nlu_fallback")
+    )
+    assert responses(messages)[0] in (
+        "utter_handoff_low_confidence",
+        "utter_handoff_after_hours",
+    )
+    assert slots_of(events)["escalated"] is True
 
 
 def test_fallback_limit_comes_from_the_treatment_rules(

@@ -53,6 +53,7 @@ def test_platinum_customer_is_offered_a_human_after_one_fallback(scored):
         offer_human_after_fallbacks=1,
         goodwill_on_damage="a 10 EUR voucher",
         handoff_priority_boost=30,
+        hand_off_on=("damaged_item",),
     )
 
 
@@ -105,6 +106,11 @@ def test_rules_file_path_is_passed_by_the_caller(scored, tmp_path: Path, monkeyp
         ({"rules": [{"handoff_priority_boost": 1}]}, "needs a 'when'"),
         ({"default": {"offer_human_after_fallbacks": -1}}, "whole number >= 0"),
         ({"default": {"free_pizza": True}}, "unknown setting"),
+        ({"default": {"hand_off_on": "damaged_item"}}, "hand_off_on must be a list"),
+        (
+            {"rules": [{"when": {"value_tier": "gold"}, "hand_off_on": ["refund"]}]},
+            r"rules\[0\]: hand_off_on must be a list of \['damaged_item'\]",
+        ),
     ],
 )
 def test_malformed_rules_are_rejected_with_a_clear_message(data, message):
@@ -115,3 +121,24 @@ def test_malformed_rules_are_rejected_with_a_clear_message(data, message):
 def test_missing_rules_file_is_a_clear_error(tmp_path: Path):
     with pytest.raises(InvalidInput, match="not found"):
         load_rules(tmp_path / "missing.yml")
+
+
+def test_hand_off_on_collects_the_events_of_every_matching_rule():
+    rules = parse_rules(
+        {
+            "default": {"hand_off_on": []},
+            "rules": [
+                {"when": {"value_tier": "gold"}, "hand_off_on": ["damaged_item"]},
+                {"when": {"churn_band": "high"}, "hand_off_on": ["damaged_item"]},
+                {"when": {"churn_band": "low"}, "hand_off_on": None},
+            ],
+        }
+    )
+    assert rules.apply({"value_tier": "gold", "churn_band": "high"}).hand_off_on == (
+        "damaged_item",
+    )
+    assert rules.apply({"value_tier": "silver", "churn_band": "low"}).hand_off_on == ()
+    # The shipped rules: platinum only.
+    shipped = load_rules()
+    assert shipped.apply({"value_tier": "platinum"}).hand_off_on == ("damaged_item",)
+    assert shipped.apply({"value_tier": "gold", "churn_band": "high"}).hand_off_on == ()

@@ -177,7 +177,13 @@ def test_refused_token_is_an_outage_and_the_token_is_not_logged(
     with caplog.at_level("ERROR", logger="bot.server"):
         result, _seen = _call_with_status(status)
     assert result["responses"][0]["fallback"] == FALLBACK_MARK
-    assert result["events"] == [{"event": "active_loop", "name": None}]
+    assert result["events"] == [
+        {"event": "active_loop", "name": None},
+        {"event": "slot", "name": "human_offered", "value": True},
+        {"event": "slot", "name": "handoff_reason", "value": "action_failure"},
+    ]
+    # What Rasa accepts from an action server, so the offer slots are applied.
+    validate(result, RemoteAction.action_response_format_spec())
     assert f"HTTP {status}" in caplog.text and "action_list_orders" in caplog.text
     assert TOKEN not in caplog.text
 

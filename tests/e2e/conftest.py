@@ -6,9 +6,11 @@ The session-scoped ``stack`` fixture:
 - trains the model if the training data changed (``bot.training.ensure_model``;
   a cached model is reused);
 - starts a ``runtime.stack.BotStack`` (the one start-up ``crm run`` and the
-  latency bench use too): the action server and the guarded Rasa server
-  (``python -m bot.server``) on free ports, never 5005/5055, with its own
-  ``endpoints.yml`` (broker flushing every 50 ms) and logs in the tmp dir;
+  latency bench use too): the action server, the guarded Rasa server
+  (``python -m bot.server``) and the agent console on free ports, never
+  5005/5055/8000, with its own ``endpoints.yml`` (broker flushing every 50 ms),
+  agents on duty around the clock (``CRM_AGENT_HOURS=always``), the demo staff
+  accounts with ``DEMO_PASSWORD`` and logs in the tmp dir;
 - stops both at the end of the session.
 
 Set ``CRM_E2E_PROJECT`` to run against another Rasa project directory (used to
@@ -33,6 +35,8 @@ from bot.training import ensure_model
 from crm_store.db import make_engine, make_session_factory
 from crm_store.migrate import upgrade
 from crm_store.seeding import seed_directory
+from crm_store.services.staff import ensure_demo_staff
+from runtime.processes import free_port
 from runtime.stack import BotStack
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,6 +44,7 @@ PROJECT = Path(os.environ.get("CRM_E2E_PROJECT", ROOT)).resolve()
 DEMO_DIR = ROOT / "data" / "demo"
 START_TIMEOUT = float(os.environ.get("CRM_E2E_START_TIMEOUT", 180))
 REPLY_TIMEOUT = 30.0
+DEMO_PASSWORD = "e2e-" + secrets.token_hex(8)
 T = TypeVar("T")
 
 
@@ -54,6 +59,9 @@ class Stack:
     factory: sessionmaker
     workdir: Path
     processes: BotStack
+    console_url: str
+    console_secret: str
+    demo_password: str
     http: requests.Session = field(default_factory=requests.Session)
 
     def send(
@@ -112,6 +120,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     factory = make_session_factory(engine)
     with factory.begin() as session:
         seed_directory(session, directory=DEMO_DIR)
+    with factory.begin() as session:
+        ensure_demo_staff(session, DEMO_PASSWORD)
 
     model = ensure_model(PROJECT)
     identity_secret = secrets.token_hex(32)
@@ -125,7 +135,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             "CRM_IDENTITY_SECRET": identity_secret,
             # Every e2e sender comes from 127.0.0.1: one client for the limits.
             "CRM_VERIFY_CLIENT_LIMIT": "10000",
+            "CRM_AGENT_HOURS": "always",
         },
+        console_port=free_port(),
         endpoint_overrides={
             "event_broker": {
                 "type": "bot.broker.ContactHistoryBroker",
@@ -144,6 +156,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             factory=factory,
             workdir=workdir,
             processes=processes,
+            console_url=processes.console_url or "",
+            console_secret=processes.console_secret,
+            demo_password=DEMO_PASSWORD,
         )
     finally:
         processes.stop()

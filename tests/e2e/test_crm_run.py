@@ -1,8 +1,9 @@
-"""`crm run` supervises the action and Rasa servers; Ctrl-C stops all cleanly."""
+"""`crm run` supervises the action server, Rasa server and console; Ctrl-C stops all."""
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -25,10 +26,11 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_crm_run_serves_the_bot_and_stops_everything_on_ctrl_c(
     tmp_path: Path,
 ) -> None:
-    rasa_port, action_port = free_port(), free_port()
+    rasa_port, action_port, console_port = free_port(), free_port(), free_port()
     url = f"sqlite:///{tmp_path / 'crm.db'}"
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if k != "CRM_DEMO_PASSWORD"},
+        "CONSOLE_PORT": str(console_port),
         "CRM_DATABASE_URL": url,
         "RASA_PORT": str(rasa_port),
         "ACTION_PORT": str(action_port),
@@ -58,6 +60,25 @@ def test_crm_run_serves_the_bot_and_stops_everything_on_ctrl_c(
             timeout=30,
         ).json()
         assert replies
+        console = f"http://127.0.0.1:{console_port}"
+        assert wait_until_ready(f"{console}/healthz", timeout=60)
+        # The generated demo password is printed once, with the console's URL.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            output = (tmp_path / "run.log").read_text()
+            found = re.search(r"demo accounts: .*password (\S+)", output)
+            if found:
+                break
+            time.sleep(0.5)
+        assert found, output[-3000:]
+        assert f"console ready: {console}/" in output
+        token = requests.post(
+            f"{console}/api/auth/token",
+            json={"username": "manager", "password": found.group(1)},
+            timeout=10,
+        )
+        assert token.status_code == 200, token.text
+        assert token.json()["access_token"]
     finally:
         # Ctrl-C in a terminal signals the whole foreground process group.
         os.killpg(proc.pid, signal.SIGINT)
@@ -72,7 +93,7 @@ def test_crm_run_serves_the_bot_and_stops_everything_on_ctrl_c(
     assert "stopped" in output
     # Nothing of the supervised servers is left listening.
     time.sleep(0.5)
-    for port in (rasa_port, action_port):
+    for port in (rasa_port, action_port, console_port):
         with pytest.raises(requests.ConnectionError):
             requests.get(f"http://127.0.0.1:{port}/", timeout=2)
     # The turn was flushed to the contact history before the broker closed.
