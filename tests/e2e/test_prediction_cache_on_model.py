@@ -142,7 +142,7 @@ def assert_same(got: list[Step], want: list[Step]) -> None:
 
 
 def test_cache_changes_no_prediction_on_any_test_story(harness: Harness) -> None:
-    assert len(harness.trackers) == story_count() == 52
+    assert len(harness.trackers) == story_count() == 54
     stock = harness.run(STOCK)
     assert len(stock) > 5 * len(harness.trackers)
     assert all(len(step.ted) == 1 for step in stock)  # TED ran on every prediction
