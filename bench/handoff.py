@@ -76,7 +76,8 @@ class QueueWatcher:
     async def run(self) -> None:
         """Read the stream for ever (reconnecting when the server ends it)."""
         while True:
-            async with self.http.get(self.url, timeout=None) as response:
+            forever = aiohttp.ClientTimeout(total=None, sock_connect=STEP_TIMEOUT)
+            async with self.http.get(self.url, timeout=forever) as response:
                 event = None
                 async for raw in response.content:
                     line = raw.decode().rstrip("\n")
@@ -155,7 +156,8 @@ async def _login(http: aiohttp.ClientSession, console_url: str) -> None:
 
 
 async def _post(http: aiohttp.ClientSession, url: str, body: dict) -> None:
-    async with http.post(url, json=body) as response:
+    timeout = aiohttp.ClientTimeout(total=STEP_TIMEOUT)
+    async with http.post(url, json=body, timeout=timeout) as response:
         if response.status >= 300:
             raise RuntimeError(f"POST {url}: {response.status} {await response.text()}")
 
@@ -169,6 +171,7 @@ async def drive(stack: BotStack, count: int, console: Console) -> dict[str, Any]
         "to_customer": [],
     }
     errors = 0
+    closing: list[asyncio.Future] = []
     async with aiohttp.ClientSession() as http:
         await _login(http, console_url)
         watcher = QueueWatcher(http, f"{console_url}/events/queue")
@@ -202,11 +205,14 @@ async def drive(stack: BotStack, count: int, console: Console) -> dict[str, Any]
                     errors += 1
                     console.print(f"handoff {number}: {type(error).__name__}: {error}")
                 finally:
-                    await customer.sio.disconnect()
+                    # Closing a long-polling client waits for its pending poll
+                    # (up to the ping interval): close in the background.
+                    closing.append(asyncio.ensure_future(customer.sio.disconnect()))
                 if number % 20 == 0:
-                    console.print(f"{number}/{count} handoffs")
+                    console.print(f"{number}/{count} handoffs ({errors} errors)")
         finally:
             task.cancel()
+            await asyncio.gather(*closing, return_exceptions=True)
     return {"timings": timings, "errors": errors}
 
 
