@@ -27,6 +27,7 @@ import time
 VERSION = "v1"
 CHAT_PURPOSE = "chat-token"
 CONTROL_PURPOSE = "control"
+EMAIL_INGRESS_PURPOSE = "email-ingress"
 DEFAULT_TTL_SECONDS = 86400 * 7
 SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{22}$")
 MAX_TOKEN_CHARS = 128
@@ -52,6 +53,11 @@ def derive_key(secret: str, purpose: str) -> bytes:
 def control_token(secret: str) -> str:
     """The bearer token of the Rasa server's control routes (hex)."""
     return derive_key(secret, CONTROL_PURPOSE).hex()
+
+
+def email_ingress_token(secret: str) -> str:
+    """The bearer token the SMTP listener shows the Rasa server's e-mail route (hex)."""
+    return derive_key(secret, EMAIL_INGRESS_PURPOSE).hex()
 
 
 def new_session_id() -> str:

@@ -13,6 +13,7 @@ This package imports nothing of ours, so every other package may import it
 from __future__ import annotations
 
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -126,6 +127,27 @@ class Settings(BaseSettings):
     rasa_internal_url: str | None = Field(None, env="CRM_RASA_URL")
     chat_socket_url: str | None = Field(None, env="CRM_CHAT_SOCKET_URL")
 
+    # Telegram (channels.telegram). Without a token and a secret the channel is off.
+    telegram_bot_token: SecretStr | None = Field(None, env="TELEGRAM_BOT_TOKEN")
+    telegram_webhook_secret: SecretStr | None = Field(
+        None, env="TELEGRAM_WEBHOOK_SECRET"
+    )
+    telegram_api_url: str = Field("https://api.telegram.org", env="TELEGRAM_API_URL")
+
+    # E-mail (channels.email): the SMTP listener and the outbound relay.
+    smtp_port: int = Field(2525, env="SMTP_PORT", ge=1, le=65535)
+    smtp_interface: str = Field("127.0.0.1", env="SMTP_INTERFACE")
+    smtp_recipients: str = Field("support@northwind.example", env="SMTP_RECIPIENTS")
+    smtp_max_bytes: int = Field(10 * 1024 * 1024, env="SMTP_MAX_BYTES", ge=1024)
+    # The From of our mail (default: the first of SMTP_RECIPIENTS).
+    smtp_from: str | None = Field(None, env="SMTP_FROM")
+    # Unset: replies wait in the outbox (`crm outbox list`) and nothing is sent.
+    smtp_relay_host: str | None = Field(None, env="SMTP_RELAY_HOST")
+    smtp_relay_port: int = Field(25, env="SMTP_RELAY_PORT", ge=1, le=65535)
+    smtp_relay_user: str | None = Field(None, env="SMTP_RELAY_USER")
+    smtp_relay_password: SecretStr | None = Field(None, env="SMTP_RELAY_PASSWORD")
+    smtp_relay_timeout: float = Field(10.0, env="SMTP_RELAY_TIMEOUT", gt=0)
+
     # Tools
     chat_url: str | None = Field(None, env="CRM_CHAT_URL")
     bench_pg_url: str = Field(
@@ -149,6 +171,37 @@ class Settings(BaseSettings):
         if value is not None and len(value.get_secret_value().encode()) < 32:
             raise ValueError("must be at least 32 bytes (e.g. `openssl rand -hex 32`)")
         return value
+
+    @validator("telegram_webhook_secret")
+    def _telegram_secret(cls, value: SecretStr | None) -> SecretStr | None:  # noqa: N805
+        # Telegram's rule for secret_token: 1-256 characters A-Z, a-z, 0-9, _ and -.
+        if value is not None and not re.fullmatch(
+            r"[A-Za-z0-9_-]{16,256}", value.get_secret_value()
+        ):
+            raise ValueError("must be 16 to 256 characters of A-Z, a-z, 0-9, _ and -")
+        return value
+
+    @validator("smtp_recipients")
+    def _recipients(cls, value: str) -> str:  # noqa: N805
+        addresses = [a.strip().lower() for a in value.split(",") if a.strip()]
+        if not addresses or any("@" not in a for a in addresses):
+            raise ValueError("must be one or more e-mail addresses, comma-separated")
+        return ",".join(addresses)
+
+    @property
+    def recipient_addresses(self) -> tuple[str, ...]:
+        """The addresses the SMTP listener accepts mail for (lower case)."""
+        return tuple(self.smtp_recipients.split(","))
+
+    @property
+    def mail_from(self) -> str:
+        """The From address of our mail."""
+        return self.smtp_from or self.recipient_addresses[0]
+
+    @property
+    def telegram_enabled(self) -> bool:
+        """True when the Telegram channel has its token and webhook secret."""
+        return bool(self.telegram_bot_token and self.telegram_webhook_secret)
 
     @property
     def turn_limit(self) -> int:

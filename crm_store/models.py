@@ -515,6 +515,8 @@ class OutboxMessage(Base):
     payload = Column(JSON)
     attempts = Column(Integer, nullable=False, default=0, server_default="0")
     last_error = Column(Text)
+    # When a failed delivery may be tried again (None: at once).
+    next_attempt_at = Column(DateTime)
 
 
 class UsedNonce(Base):
@@ -524,3 +526,32 @@ class UsedNonce(Base):
 
     nonce = Column(String(64), primary_key=True)
     expires_at = Column(DateTime, nullable=False, index=True)
+
+
+class ChannelReceipt(Base):
+    """An inbound item a channel has accepted once (Telegram update, mail, SMS).
+
+    The primary key de-duplicates re-deliveries across restarts and processes.
+    """
+
+    __tablename__ = "channel_receipts"
+
+    channel = Column(String(16), primary_key=True)
+    external_id = Column(String(255), primary_key=True)
+    received_at = Column(DateTime, nullable=False, default=utcnow, index=True)
+
+
+class EmailMessage(Base):
+    """A mail in or out of a thread: threading headers of e-mail conversations."""
+
+    __tablename__ = "email_messages"
+    __table_args__ = (Index("ix_email_messages_thread", "address", "thread_id"),)
+
+    message_id = Column(String(255), primary_key=True)
+    thread_id = Column(String(32), nullable=False)
+    address = Column(String(254), nullable=False)
+    direction = Column(String(3), nullable=False)  # in | out
+    subject = Column(String(200))
+    # The buttons offered in an outbound mail, answered by number.
+    buttons = Column(JSON)
+    created_at = Column(DateTime, nullable=False, default=utcnow)

@@ -225,6 +225,113 @@ def queue_conversation_message(
     return _message(row)
 
 
+def queue_address_message(
+    session: Session,
+    *,
+    tracker_key: str,
+    channel: str,
+    recipient: str,
+    text: str,
+    author: str = "bot",
+    purpose: str = "bot_reply",
+    buttons: list[dict] | None = None,
+    customer_id: str | None = None,
+    at: dt.datetime | None = None,
+) -> ConversationMessage:
+    """Queue a message to a tracker key whose conversation may not be stored yet.
+
+    Bot answers a channel sends on its own (an e-mail reply collecting a turn's
+    answers) go here: the contact history gets them from the event broker, so
+    only the outbox row is written (``pending``, ``recipient`` the address).
+
+    Raises:
+        InvalidInput: bad author/purpose/buttons, empty text, no key/recipient.
+    """
+    if author not in AUTHORS:
+        raise InvalidInput(f"author must be one of {AUTHORS}")
+    if purpose not in PURPOSES:
+        raise InvalidInput(f"purpose must be one of {PURPOSES}")
+    if not tracker_key or not recipient or not channel:
+        raise InvalidInput("a tracker key, a channel and a recipient are required")
+    row = OutboxMessage(
+        customer_id=customer_id,
+        channel=channel,
+        recipient=recipient[:254],
+        tracker_key=stored_tracker_key(tracker_key),
+        purpose=purpose,
+        body=clean_text(text),
+        payload={"author": author, "buttons": _buttons(buttons), "staff": None},
+        status="pending",
+        attempts=0,
+        created_at=at or utcnow(),
+    )
+    session.add(row)
+    session.flush()
+    return _message(row)
+
+
+def record_failed_delivery(
+    session: Session,
+    *,
+    tracker_key: str,
+    channel: str,
+    text: str,
+    error: str,
+    buttons: list[dict] | None = None,
+    at: dt.datetime | None = None,
+) -> ConversationMessage:
+    """Record a bot answer the channel could not deliver (status ``failed``).
+
+    The row names the key's latest conversation when there is one, so agents
+    see the failure with the conversation (``failed_deliveries``). ``error``
+    must not hold personal data.
+    """
+    conversation_id = session.execute(
+        select(Conversation.id)
+        .where(Conversation.tracker_key == stored_tracker_key(tracker_key))
+        .order_by(Conversation.started_at.desc())
+        .limit(1)
+    ).scalar()
+    row = OutboxMessage(
+        channel=channel,
+        recipient=tracker_key[:254],
+        tracker_key=stored_tracker_key(tracker_key),
+        conversation_id=conversation_id,
+        purpose="bot_reply",
+        body=(text or "(empty)")[:MAX_TEXT],
+        payload={"author": "bot", "buttons": list(buttons or []), "staff": None},
+        status="failed",
+        attempts=1,
+        last_error=(error or "unknown error")[:MAX_ERROR],
+        created_at=at or utcnow(),
+    )
+    session.add(row)
+    session.flush()
+    return _message(row)
+
+
+def failed_deliveries(
+    session: Session,
+    *,
+    conversation_id: str | None = None,
+    tracker_key: str | None = None,
+) -> list[ConversationMessage]:
+    """Messages of a conversation (or tracker key) that could not be delivered."""
+    query = select(OutboxMessage).where(OutboxMessage.status == "failed")
+    if conversation_id is not None:
+        query = query.where(OutboxMessage.conversation_id == conversation_id)
+    elif tracker_key is not None:
+        query = query.where(
+            OutboxMessage.tracker_key == stored_tracker_key(tracker_key)
+        )
+    else:
+        raise InvalidInput("a conversation id or a tracker key is required")
+    rows = session.execute(
+        query.order_by(OutboxMessage.created_at, OutboxMessage.id).limit(100)
+    ).scalars()
+    return [_message(row) for row in rows]
+
+
 def pending_messages(
     session: Session, tracker_key: str, *, limit: int = 50
 ) -> list[ConversationMessage]:
