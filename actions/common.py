@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from actions.store import in_store
 from channels.identity_assertion import Assertion, verify_assertion
+from channels.keys import channel_identity
 from channels.names import channel_for
 from crm_settings import get_settings
 from crm_store.analytics.treatment import treatment_for_customer
@@ -151,10 +152,38 @@ def redeem_assertion(session: Session, *, assertion: Assertion) -> Any:
     )
 
 
-async def identity_events(tracker: Tracker) -> list[EventType]:
-    """Verify the sender from a signed, registered identity in the message metadata.
+# Channel identities that prove who writes: Telegram authenticates its users
+# (and the webhook secret proves the update came from Telegram). An e-mail
+# From is only identified (no SPF/DKIM checked here), a caller id can be spoofed:
+# those senders verify by order number and postcode like anyone else.
+VERIFYING_CHANNEL_KINDS = ("telegram",)
 
-    The assertion (``channels.identity_assertion``, v2) must be valid now for
+
+async def channel_identity_events(tracker: Tracker) -> list[EventType]:
+    """Verify a sender whose channel vouches for a registered identity.
+
+    A ``telegram:<user id>`` tracker whose user id is registered (verified, not
+    a prospect) on a customer is that customer (method ``identity:telegram``).
+    Returns nothing for any other key, an unknown id or a prospect.
+    """
+    identity = channel_identity(tracker.sender_id or "")
+    if identity is None or identity[0] not in VERIFYING_CHANNEL_KINDS:
+        return []
+    kind, value = identity
+    try:
+        match = await in_store(find_customer_by_identity, kind=kind, value=value)
+    except InvalidInput:
+        return []
+    if match is None or not match.verified or match.is_prospect:
+        return []
+    return verified_events(match.customer_id, f"identity:{kind}")
+
+
+async def identity_events(tracker: Tracker) -> list[EventType]:
+    """Verify the sender from its channel identity or a signed assertion.
+
+    First the channel's own identity (``channel_identity_events``). Else the
+    assertion (``channels.identity_assertion``, v2) must be valid now for
     this REST tracker and its nonce unused; it is consumed here. Returns the
     slot events that mark the customer verified (``verified_events``), or
     nothing when the sender is verified already or the claim is missing, forged,
@@ -162,6 +191,9 @@ async def identity_events(tracker: Tracker) -> list[EventType]:
     """
     if is_verified(tracker):
         return []
+    by_channel = await channel_identity_events(tracker)
+    if by_channel:
+        return by_channel
     metadata = (tracker.latest_message or {}).get("metadata") or {}
     assertion = verify_assertion(
         identity_secret(),

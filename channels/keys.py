@@ -11,7 +11,7 @@ conversation (a REST sender called ``sms:+3197010000001`` gets the tracker
 | Telegram   | ``telegram:<user id>`` | the numeric Telegram user id            |
 | SMS        | ``sms:+31…``           | the caller's number in E.164 form       |
 | voice      | ``voice:+31…``         | the caller's number in E.164 form       |
-| e-mail     | ``email:<address>``    | the sender address, lower-cased         |
+| e-mail     | ``email:<address>#<t>``| sender address + thread (one per thread) |
 | web chat   | ``web:<session>``      | the console's web-chat session id       |
 
 The contact history keeps the key in ``conversations.tracker_key``; its
@@ -65,6 +65,33 @@ def split_tracker_key(key: str) -> tuple[str, str] | None:
     if not separator or channel not in CHANNEL_KEYS or not raw_id:
         return None
     return channel, raw_id
+
+
+# The channel identity kind behind each key's raw id (``channel_identity``).
+IDENTITY_KIND = {
+    "telegram": "telegram",
+    "email": "email",
+    "sms": "phone",
+    "voice": "phone",
+}
+THREAD_SEPARATOR = "#"  # e-mail raw ids: "<address>#<thread id>"
+
+
+def channel_identity(key: str) -> tuple[str, str] | None:
+    """``(identity kind, value)`` the channel vouches for in a tracker key, else None.
+
+    ``telegram:<user id>`` -> ``("telegram", user id)``; ``email:<address>#<thread>``
+    -> ``("email", address)``; ``sms:``/``voice:`` -> ``("phone", number)``. REST and
+    web chat keys carry no identity (their ids are chosen by the client).
+    """
+    parts = split_tracker_key(key)
+    if parts is None or parts[0] not in IDENTITY_KIND:
+        return None
+    channel, raw_id = parts
+    if channel == "email":
+        address, separator, thread = raw_id.rpartition(THREAD_SEPARATOR)
+        raw_id = address if separator and address and thread else raw_id
+    return IDENTITY_KIND[channel], raw_id
 
 
 def rest_sender(key: str) -> str | None:

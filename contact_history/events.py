@@ -19,6 +19,9 @@ MESSAGE_EVENTS = ("user", "bot")
 COMMON_KEYS = ("sender_id", "event", "timestamp")
 USER_KEYS = ("text", "message_id", "input_channel")
 BOT_META_KEYS = ("utter_action", "fallback")
+# Customer-message metadata set by a channel, never by the client (channels.text
+# lets only "identity" through from clients): a mail's subject and attachments.
+CHANNEL_META_KEYS = ("subject", "attachments")
 
 
 def event_id_for(event: dict[str, Any]) -> str:
@@ -84,6 +87,11 @@ def recorded_part(event: dict[str, Any]) -> dict[str, Any]:
             part["parse_data"] = {
                 "intent": {k: intent[k] for k in ("name", "confidence") if k in intent}
             }
+        metadata = event.get("metadata")
+        if isinstance(metadata, dict):
+            kept = {k: metadata[k] for k in CHANNEL_META_KEYS if metadata.get(k)}
+            if kept:
+                part["metadata"] = kept
     elif kind == "bot":
         part["text"] = event.get("text")
         metadata = event.get("metadata")

@@ -21,10 +21,12 @@ from typing import Any, Protocol
 
 from sqlalchemy.orm import Session
 
+from channels.keys import channel_identity
 from channels.names import DEFAULT_CHANNEL, channel_for
 from channels.text import clean_text, clean_value, depth_exceeds
 from contact_history.events import (
     BOT_META_KEYS,
+    CHANNEL_META_KEYS,
     CUSTOMER_SLOT,
     ESCALATED_SLOT,
     GOODBYE_INTENT,
@@ -42,6 +44,7 @@ from crm_store.services.history import (
     next_conversation_id,
     touch_open_conversation,
 )
+from crm_store.services.identities import resolve_identity
 from crm_store.services.interactions import NewInteraction, append_interactions
 
 logger = logging.getLogger(__name__)
@@ -229,16 +232,20 @@ class HistoryRecorder:
             return ConversationState.of(latest)
         conversation_id = next_conversation_id(session, tracker_key=sender)
         channel = channel or DEFAULT_CHANNEL
+        customer_id = _customer_of_key(session, sender)
         self._keep(
             open_conversation(
                 session,
                 conversation_id=conversation_id,
                 channel=channel,
+                customer_id=customer_id,
                 tracker_key=sender,
                 at=at,
             )
         )
-        return ConversationState(conversation_id=conversation_id, channel=channel)
+        return ConversationState(
+            conversation_id=conversation_id, channel=channel, customer_id=customer_id
+        )
 
     def _add(
         self,
@@ -252,6 +259,11 @@ class HistoryRecorder:
     ) -> None:
         """Append the interaction row of a message event (invalid ones are logged)."""
         meta: dict[str, Any] = {}
+        if direction == "in":
+            metadata = event.get("metadata") or {}
+            for key in CHANNEL_META_KEYS:
+                if metadata.get(key):
+                    meta[key] = metadata[key]
         if direction == "out":
             metadata = event.get("metadata") or {}
             for key in BOT_META_KEYS:
@@ -295,6 +307,26 @@ class HistoryRecorder:
             )
             return
         rows.append(item)
+
+
+def _customer_of_key(session: Session, sender: str) -> str | None:
+    """The customer (or a new prospect) behind the channel identity of a key.
+
+    A Telegram user id, an e-mail address or a phone number is who the channel
+    says wrote; the conversation belongs to that customer's timeline from its
+    first message (``resolve_identity`` makes a prospect of an unknown one).
+    This links the history only: whether the bot may disclose anything is the
+    verification's business (``actions.common``).
+    """
+    identity = channel_identity(sender)
+    if identity is None:
+        return None
+    kind, value = identity
+    try:
+        return resolve_identity(session, kind=kind, value=value).customer_id
+    except InvalidInput:
+        logger.info("history: %s identity of a key not usable; no customer", kind)
+        return None
 
 
 def _apply_slot(

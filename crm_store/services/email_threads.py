@@ -199,3 +199,16 @@ def thread_state(session: Session, *, address: str, thread_id: str) -> ThreadSta
         references=ids,
         last_buttons=last_buttons,
     )
+
+
+def forget_inbound(session: Session, *, message_id: str) -> bool:
+    """Remove an inbound mail's row (it was not handled: the sender will retry).
+
+    Returns whether a row was removed. The caller commits.
+    """
+    row = session.get(EmailMessage, message_id)
+    if row is None or row.direction != "in":
+        return False
+    session.delete(row)
+    session.flush()
+    return True

@@ -48,6 +48,9 @@ class ConversationMessage:
     created_at: dt.datetime | None = None
     status: str = "pending"
     attempts: int = 0
+    recipient: str | None = None
+    subject: str | None = None
+    last_error: str | None = None
 
 
 def _message(row: OutboxMessage) -> ConversationMessage:
@@ -65,6 +68,9 @@ def _message(row: OutboxMessage) -> ConversationMessage:
         created_at=row.created_at,
         status=row.status,
         attempts=row.attempts or 0,
+        recipient=row.recipient,
+        subject=row.subject,
+        last_error=row.last_error,
     )
 
 
@@ -384,11 +390,67 @@ def mark_sent(
     return result.rowcount or 0
 
 
+def due_messages(
+    session: Session, *, channel: str, now: dt.datetime | None = None, limit: int = 50
+) -> list[ConversationMessage]:
+    """Pending messages of ``channel`` whose (re)try time has come, oldest first.
+
+    Covers both kinds of outbox rows: conversation messages (``tracker_key``)
+    and codes/notices to an address (``recipient``, ``subject``).
+    """
+    now = now or utcnow()
+    rows = session.execute(
+        select(OutboxMessage)
+        .where(
+            OutboxMessage.status == "pending",
+            OutboxMessage.channel == channel,
+            (OutboxMessage.next_attempt_at.is_(None))
+            | (OutboxMessage.next_attempt_at <= now),
+        )
+        .order_by(OutboxMessage.created_at, OutboxMessage.id)
+        .limit(limit)
+    ).scalars()
+    return [_message(row) for row in rows]
+
+
+def claim_for_delivery(
+    session: Session,
+    message_id: int,
+    *,
+    lease_until: dt.datetime,
+    now: dt.datetime | None = None,
+) -> bool:
+    """Take a due pending message for one sender until ``lease_until``.
+
+    One conditional update: of several delivery workers exactly one gets True,
+    and a worker that dies holding the lease lets the message come due again.
+    """
+    now = now or utcnow()
+    result = session.execute(
+        update(OutboxMessage)
+        .where(
+            OutboxMessage.id == message_id,
+            OutboxMessage.status == "pending",
+            (OutboxMessage.next_attempt_at.is_(None))
+            | (OutboxMessage.next_attempt_at <= now),
+        )
+        .values(next_attempt_at=lease_until)
+        .execution_options(synchronize_session=False)
+    )
+    return (result.rowcount or 0) == 1
+
+
 def mark_failed(
-    session: Session, message_id: int, error: str, *, final: bool
+    session: Session,
+    message_id: int,
+    error: str,
+    *,
+    final: bool,
+    retry_at: dt.datetime | None = None,
 ) -> ConversationMessage:
     """Count a failed delivery (``attempts`` + 1); ``final`` gives up (``failed``).
 
+    ``retry_at``: when the message is due again (None: at once).
     ``error`` must not hold personal data (it is stored; cut to 500 characters).
 
     Raises:
@@ -399,6 +461,7 @@ def mark_failed(
         raise NotFound(f"outbox message {message_id} not found")
     row.attempts = (row.attempts or 0) + 1
     row.last_error = (error or "unknown error")[:MAX_ERROR]
+    row.next_attempt_at = retry_at
     if final and row.status == "pending":
         row.status = "failed"
     session.flush()
