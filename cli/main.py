@@ -16,6 +16,7 @@ from typer.core import TyperGroup
 from cli.analytics import analytics_app
 from cli.common import DB_OPTION, database_url, echo_sql, err, out, settings
 from cli.outbox import outbox_app
+from cli.telegram import telegram_app
 from crm_settings import SettingsError
 from crm_store.db import engine_for, safe_url, session_factory
 
@@ -49,6 +50,7 @@ app.add_typer(customer_app, name="customer")
 app.add_typer(bench_app, name="bench")
 app.add_typer(analytics_app, name="analytics")
 app.add_typer(outbox_app, name="outbox")
+app.add_typer(telegram_app, name="telegram")
 
 
 @db_app.command("upgrade")
@@ -299,6 +301,17 @@ def bench_handoff(
     from bench.handoff import run_handoff_bench
 
     run_handoff_bench(handoffs=handoffs, console=out)
+
+
+@bench_app.command("channels")
+def bench_channels(
+    messages: int = typer.Option(200, min=1, help="Messages per channel and phase."),
+    concurrency: int = typer.Option(8, min=1, help="Clients in the throughput phase."),
+) -> None:
+    """Channels: Telegram webhook and inbound mail against the REST webhook."""
+    from bench.channels import run_channels_bench
+
+    run_channels_bench(messages=messages, concurrency=concurrency, console=out)
 
 
 @app.command()

@@ -12,9 +12,14 @@ courier then gets them to the customer by the tracker key's channel:
   ``attempts`` grows and a retry is scheduled with exponential back-off
   (``base_delay`` doubling up to ``max_delay``); after ``max_attempts`` it is
   marked ``failed`` (it stays in the history). A 400 answer is final at once.
+- ``telegram:`` — sent with the Bot API (``channels.telegram_sender``, which
+  itself retries 429/5xx a few times), one message after the other; a failure
+  takes the same back-off and ``failed`` path as a web push.
 - ``rest:`` — left pending: the REST channel appends them to the client's next
   answer (``channels.rest``).
-- other prefixes (Telegram, SMS, e-mail: later issues) — left pending.
+- ``email:`` — left pending: the e-mail process's worker sends them through the
+  relay as replies in the mail thread (``channels.email_worker``).
+- other prefixes (SMS, voice: a later issue) — left pending.
 
 ``pause`` and ``hand_back`` call the control routes that pause the bot on a
 conversation and hand it back (``handed_back`` intent); ``stats`` reads the
@@ -40,6 +45,7 @@ from sqlalchemy.orm import sessionmaker
 
 from channels.chat_tokens import control_token
 from channels.keys import split_tracker_key
+from channels.telegram_sender import DeliveryFailed, TelegramSender
 from crm_settings import Settings
 from crm_store.db import retry_when_locked
 from crm_store.db import session_factory as store_session_factory
@@ -49,6 +55,8 @@ logger = logging.getLogger(__name__)
 
 CONTROL_PATH = "/webhooks/control"
 BATCH = 50
+# Channels whose messages the courier delivers itself.
+PUSHED_CHANNELS = ("web", "telegram")
 
 
 class DeliveryError(Exception):
@@ -98,6 +106,11 @@ class Courier:
             weakref.WeakValueDictionary()
         )
         self._retries: dict[str, asyncio.Task] = {}
+        token = settings.telegram_bot_token
+        self._telegram_token = token.get_secret_value() if token else None
+        self._telegram_api_url = settings.telegram_api_url
+        self._telegram_sender: TelegramSender | None = None
+        self._telegram_loop: asyncio.AbstractEventLoop | None = None
 
     # -- the store -----------------------------------------------------------
 
@@ -169,41 +182,43 @@ class Courier:
     async def deliver(self, tracker_key: str) -> int:
         """Deliver the key's pending messages; return how many were sent now.
 
-        Only ``web:`` keys are pushed; others stay pending for their channel.
-        Never raises.
+        ``web:`` and ``telegram:`` keys are delivered here; others stay pending
+        for their channel (``rest:`` the next answer, ``email:`` the e-mail
+        worker). Never raises.
         """
         parts = split_tracker_key(tracker_key or "")
-        if parts is None or parts[0] != "web":
+        if parts is None or parts[0] not in PUSHED_CHANNELS:
             return 0
         lock = self._locks.get(tracker_key)
         if lock is None:
             lock = self._locks[tracker_key] = asyncio.Lock()
         try:
             async with lock:
-                return await self._deliver_web(tracker_key)
+                return await self._deliver_key(tracker_key, *parts)
         except Exception:  # noqa: BLE001 - the caller's step must still succeed
             logger.exception("courier: delivery to %s failed", tracker_key)
             return 0
 
     async def deliver_pending(self) -> int:
-        """Deliver every ``web:`` key's pending messages (e.g. at start-up).
+        """Deliver every pushed key's pending messages (e.g. at start-up).
 
         Messages left pending by a stopped console are otherwise only retried
         at the key's next delivery. Never raises; returns how many were sent.
         """
-        try:
-            keys = await self._in_store(
-                lambda s: outbound.pending_tracker_keys(s, "web:")
-            )
-        except Exception:  # noqa: BLE001
-            logger.exception("courier: pending web messages could not be read")
-            return 0
+        keys: list[str] = []
+        for channel in PUSHED_CHANNELS:
+            try:
+                keys += await self._in_store(
+                    lambda s, c=channel: outbound.pending_tracker_keys(s, f"{c}:")
+                )
+            except Exception:  # noqa: BLE001
+                logger.exception("courier: pending %s messages not read", channel)
         sent = 0
         for key in keys:
             sent += await self.deliver(key)
         return sent
 
-    async def _deliver_web(self, key: str) -> int:
+    async def _deliver_key(self, key: str, channel: str, raw_id: str) -> int:
         sent = 0
         while True:
             pending = await self._in_store(
@@ -211,27 +226,77 @@ class Courier:
             )
             if not pending:
                 return sent
-            body = {
-                "tracker_key": key,
-                "messages": [
-                    {
-                        "text": m.text,
-                        "buttons": m.buttons,
-                        "author": m.author,
-                        "ref": f"outbox:{m.id}",
-                    }
-                    for m in pending
-                ],
-            }
-            try:
-                await self._call("POST", "push", body)
-            except DeliveryError as error:
-                await self._failed(key, pending, error)
+            if channel == "web":
+                delivered, error = await self._push_web(key, pending)
+            else:
+                delivered, error = await self._push_telegram(raw_id, pending)
+            if delivered:
+                sent += await self._in_store(
+                    lambda s, ids=delivered: outbound.mark_sent(s, ids)
+                )
+            if error is not None:
+                rest = [m for m in pending if m.id not in set(delivered)]
+                await self._failed(key, rest, error)
                 return sent
-            ids = [m.id for m in pending]
-            sent += await self._in_store(lambda s, ids=ids: outbound.mark_sent(s, ids))
             if len(pending) < BATCH:
                 return sent
+
+    async def _push_web(
+        self, key: str, pending: list[outbound.ConversationMessage]
+    ) -> tuple[list[int], DeliveryError | None]:
+        """Push a batch to the web chat room through the Rasa server."""
+        body = {
+            "tracker_key": key,
+            "messages": [
+                {
+                    "text": m.text,
+                    "buttons": m.buttons,
+                    "author": m.author,
+                    "ref": f"outbox:{m.id}",
+                }
+                for m in pending
+            ],
+        }
+        try:
+            await self._call("POST", "push", body)
+        except DeliveryError as error:
+            return [], error
+        return [m.id for m in pending], None
+
+    def _telegram(self) -> TelegramSender | None:
+        if self._telegram_token is None:
+            return None
+        loop = asyncio.get_running_loop()
+        if self._telegram_sender is None or self._telegram_loop is not loop:
+            self._telegram_sender = TelegramSender(
+                self._telegram_token,
+                self._telegram_api_url,
+                max_attempts=3,
+                timeout=self.timeout,
+            )
+            self._telegram_loop = loop
+        return self._telegram_sender
+
+    async def _push_telegram(
+        self, raw_id: str, pending: list[outbound.ConversationMessage]
+    ) -> tuple[list[int], DeliveryError | None]:
+        """Send each message to the Telegram chat, oldest first; stop at a failure."""
+        sender = self._telegram()
+        if sender is None:
+            return [], DeliveryError("TELEGRAM_BOT_TOKEN is not set")
+        try:
+            chat_id = int(raw_id)
+        except ValueError:
+            return [], DeliveryError("not a Telegram user id", final=True)
+        delivered: list[int] = []
+        for message in pending:
+            try:
+                await sender.send_text(chat_id, message.text, message.buttons or None)
+            except DeliveryFailed as error:
+                final = bool(getattr(error, "final", False))
+                return delivered, DeliveryError(str(error)[:200], final=final)
+            delivered.append(message.id)
+        return delivered, None
 
     async def _failed(
         self,
@@ -332,3 +397,7 @@ class Courier:
             with contextlib.suppress(Exception):
                 await self._client.aclose()
             self._client = None
+        if self._telegram_sender is not None:
+            with contextlib.suppress(Exception):
+                await self._telegram_sender.aclose()
+            self._telegram_sender = None

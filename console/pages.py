@@ -102,6 +102,7 @@ async def handoff_view(
             "claimer": getattr(h, "claimed_by_username", None),
             "notes": page.notes,
             "messages": page.messages,
+            "undelivered": page.conversation.undelivered if page.conversation else [],
             "last_message_id": page.last_message_id,
             "can_act": can_act,
             "canned": request.app.state.canned_replies,

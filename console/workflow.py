@@ -224,6 +224,12 @@ async def give_back(app: FastAPI, view: Any, *, handback: bool) -> None:
     if not texts or not view.conversation_id:
         return
 
+    if key.startswith("email:"):  # one mail collecting the turn's answers
+        buttons = next(
+            (a["buttons"] for a in reversed(texts) if a.get("buttons")), None
+        )
+        texts = [{"text": "\n\n".join(a["text"] for a in texts), "buttons": buttons}]
+
     def queue_answers(session: Session) -> None:
         for answer in texts:
             outbound.queue_conversation_message(
@@ -236,6 +242,8 @@ async def give_back(app: FastAPI, view: Any, *, handback: bool) -> None:
             )
 
     await in_app_store(app, queue_answers)
+    # Telegram takes them now; REST clients and e-mail pick them up themselves.
+    await app.state.courier.deliver(key)
 
 
 async def convert_to_ticket(

@@ -8,6 +8,7 @@ with readiness polling and a clean stop.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -137,6 +138,14 @@ def console_argv() -> list[str]:
     return [sys.executable, "-m", "console"]
 
 
+def email_argv() -> list[str]:
+    """Command line of the SMTP listener and mail worker (``python -m channels.email``).
+
+    Port, recipients, relay, store and secrets come from the environment.
+    """
+    return [sys.executable, "-m", "channels.email"]
+
+
 def process_env(
     *,
     database_url: str,
@@ -166,8 +175,24 @@ def process_env(
     return env
 
 
+def smtp_ok(url: str, timeout: float = 2.0) -> bool:
+    """True if the SMTP server at ``smtp://host:port`` greets with 220."""
+    host, _, port = url.removeprefix("smtp://").rstrip("/").rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout) as sock:
+            sock.settimeout(timeout)
+            greeting = sock.recv(512)
+            with contextlib.suppress(OSError):
+                sock.sendall(b"QUIT\r\n")
+            return greeting.startswith(b"220")
+    except (OSError, ValueError):
+        return False
+
+
 def http_ok(url: str, timeout: float = 2.0) -> bool:
-    """True if GET ``url`` answers 2xx."""
+    """True if GET ``url`` answers 2xx (an ``smtp://`` URL: greets with 220)."""
+    if url.startswith("smtp://"):
+        return smtp_ok(url, timeout)
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310
             return 200 <= response.status < 300

@@ -35,6 +35,7 @@ from runtime.processes import (
     action_server_argv,
     action_url,
     console_argv,
+    email_argv,
     free_port,
     process_env,
     rasa_server_argv,
@@ -88,6 +89,7 @@ class BotStack:
         console_secret: str | None = None,
         console_port: int | None = None,
         console_interface: str = LOOPBACK,
+        smtp_port: int | None = None,
     ) -> None:
         """Describe the stack and write its endpoint files; ``start`` launches it.
 
@@ -118,6 +120,8 @@ class BotStack:
                 fresh random one).
             console_port: run the agent console on this port (None: no console).
             console_interface: interface the console binds to.
+            smtp_port: run the SMTP listener and mail worker on this port
+                (``python -m channels.email``; None: no e-mail process).
 
         Raises:
             ValueError: ``rasa_port`` with several variants, or duplicate names.
@@ -212,12 +216,27 @@ class BotStack:
                 log_path=log_path("console"),
                 new_session=new_session,
             )
+        self.email: ServerProcess | None = None
+        if smtp_port is not None:
+            self.email = ServerProcess(
+                "email",
+                email_argv(),
+                env={
+                    **env,
+                    "SMTP_PORT": str(smtp_port),
+                    "CRM_RASA_URL": f"http://{LOOPBACK}:{first_rasa_port}",
+                },
+                cwd=project,
+                ready_url=f"smtp://{LOOPBACK}:{smtp_port}",
+                log_path=log_path("email"),
+                new_session=new_session,
+            )
 
     @property
     def processes(self) -> list[ServerProcess]:
-        """Every process of the stack, the action server first, the console last."""
-        console = [self.console] if self.console is not None else []
-        return [self.actions, *self.rasa_servers.values(), *console]
+        """Every process: action server, Rasa server(s), console, e-mail."""
+        others = [p for p in (self.console, self.email) if p is not None]
+        return [self.actions, *self.rasa_servers.values(), *others]
 
     @property
     def rasa(self) -> ServerProcess:

@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from crm_settings import PROJECT_ROOT, get_settings
+from crm_settings import PROJECT_ROOT, Settings, get_settings
 from runtime.stack import BotStack
 
 DEMO_DIR = PROJECT_ROOT / "data" / "demo"
@@ -156,7 +156,32 @@ def runtime_stack(url: str, model: Path) -> BotStack:
         console_secret=console_secret(),
         console_port=settings.console_port,
         console_interface=settings.console_interface,
+        smtp_port=settings.smtp_port,
     )
+
+
+def channel_lines(settings: Settings, rasa_url: str) -> list[str]:
+    """One line per optional channel: on (and where) or off (and how to turn it on)."""
+    if settings.telegram_enabled:
+        telegram = (
+            f"telegram: on; webhook {rasa_url}/webhooks/telegram/webhook "
+            "(register the public https URL with `crm telegram set-webhook URL`)"
+        )
+    else:
+        telegram = (
+            "telegram: off (set TELEGRAM_BOT_TOKEN and TELEGRAM_WEBHOOK_SECRET "
+            "to turn it on)"
+        )
+    relay = (
+        f"replies via {settings.smtp_relay_host}:{settings.smtp_relay_port}"
+        if settings.smtp_relay_host
+        else "no SMTP_RELAY_HOST: replies wait in the outbox (`crm outbox list`)"
+    )
+    email = (
+        f"email: SMTP listener on {settings.smtp_interface}:{settings.smtp_port} "
+        f"for {', '.join(settings.recipient_addresses)}; {relay}"
+    )
+    return [telegram, email]
 
 
 def supervise(stack: BotStack, log: Log = print, staff_line: str | None = None) -> int:
@@ -192,6 +217,8 @@ def supervise(stack: BotStack, log: Log = print, staff_line: str | None = None) 
                 f"bot ready: POST {stack.rasa_url}/webhooks/rest/webhook "
                 "(try `crm chat`); Ctrl-C stops everything"
             )
+            for line in channel_lines(get_settings(), stack.rasa_url):
+                log(line)
         if not console_announced and stack.console is not None:
             if stack.console.ready():
                 console_announced = True

@@ -10,7 +10,7 @@ query.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import func, select, text
@@ -29,6 +29,7 @@ from crm_store.models import (
     utcnow,
 )
 from crm_store.services.customers import search_customers
+from crm_store.services.outbound import failed_deliveries
 
 MAX_MESSAGES = 500
 MAX_SEARCH = 100
@@ -115,6 +116,18 @@ def messages_after(
 
 
 @dataclass(frozen=True)
+class UndeliveredView:
+    """A message the customer's channel could not take (outbox ``failed``)."""
+
+    id: int
+    author: str
+    text: str
+    error: str | None
+    attempts: int
+    created_at: dt.datetime | None
+
+
+@dataclass(frozen=True)
 class ConversationView:
     """A conversation's record and its transcript (oldest first)."""
 
@@ -129,6 +142,8 @@ class ConversationView:
     ended_at: dt.datetime | None
     csat: int | None
     messages: list[MessageView]
+    # Messages that never reached the customer (their channel refused them).
+    undelivered: list[UndeliveredView] = field(default_factory=list)
 
 
 def conversation_view(session: Session, *, conversation_id: str) -> ConversationView:
@@ -157,6 +172,17 @@ def conversation_view(session: Session, *, conversation_id: str) -> Conversation
         ended_at=conversation.ended_at,
         csat=conversation.csat,
         messages=[message_view(row) for row in rows],
+        undelivered=[
+            UndeliveredView(
+                id=m.id,
+                author=m.author,
+                text=m.text,
+                error=m.last_error,
+                attempts=m.attempts,
+                created_at=m.created_at,
+            )
+            for m in failed_deliveries(session, conversation_id=conversation.id)
+        ],
     )
 
 

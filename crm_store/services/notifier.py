@@ -1,9 +1,11 @@
 """Outbound messages to customer addresses: one-time codes and notices.
 
 Every message is first written to the ``outbox`` table, then handed to a
-``Sender``. Until the e-mail and SMS channels exist the only sender is
-:class:`OutboxOnly`, which sends nothing: the row stays ``pending`` ("would be
-sent"), and ``crm outbox list`` shows it. A channel plugs in by implementing
+``Sender``. The default :class:`OutboxOnly` sends nothing itself: the row stays
+``pending`` and a delivery worker takes it. E-mail rows are sent by the e-mail
+process's worker through the SMTP relay (``channels.email_worker``: retries,
+then ``sent`` or ``failed``); SMS rows wait for the SMS channel (``crm outbox
+list`` shows them). A channel that sends at once plugs in by implementing
 :class:`Sender` and being passed to :class:`Notifier`.
 """
 

@@ -304,3 +304,31 @@ def test_agent_reply_and_queue_update_messages_reach_the_outbox(
             .all()
         )
         assert history and history[-1].meta["purpose"] == "queue_update"
+
+
+def test_undelivered_messages_are_shown_to_agents_escaped(harness: Harness) -> None:
+    from crm_store.services.outbound import record_failed_delivery
+
+    ref = harness.new_handoff(customer_id=SCORED_CUSTOMER)
+    with harness.factory.begin() as session:
+        record_failed_delivery(
+            session,
+            tracker_key=ref.tracker_key,
+            channel="telegram",
+            text=f"Your parcel {SCRIPT} is late",
+            error="Forbidden: bot was blocked by the user",
+        )
+    with harness.client() as client:
+        harness.login(client, "agent")
+        pages = [
+            client.get(f"/handoffs/{ref.id}"),
+            client.get(f"/conversations/{ref.conversation_id}"),
+        ]
+        data = client.get(f"/api/conversations/{ref.conversation_id}").json()
+    for page in pages:
+        assert "Not delivered to the customer (1)" in page.text
+        assert "Forbidden: bot was blocked by the user" in page.text
+        assert SCRIPT not in page.text
+    [undelivered] = data["undelivered"]
+    assert undelivered["author"] == "bot" and undelivered["attempts"] == 1
+    assert undelivered["error"].startswith("Forbidden")

@@ -11,7 +11,10 @@ The session-scoped ``stack`` fixture:
   5005/5055/8000, with its own ``endpoints.yml`` (broker flushing every 50 ms),
   agents on duty around the clock (``CRM_AGENT_HOURS=always``), the demo staff
   accounts with ``DEMO_PASSWORD`` and logs in the tmp dir;
-- stops both at the end of the session.
+- runs the Telegram channel against a local fake Bot API
+  (``tests.fakes.telegram_api``) and the e-mail process (SMTP listener on a free
+  port, replies through ``tests.fakes.smtp_sink``, a real aiosmtpd relay);
+- stops everything at the end of the session.
 
 Set ``CRM_E2E_PROJECT`` to run against another Rasa project directory (used to
 develop the harness before the bot content existed).
@@ -38,6 +41,8 @@ from crm_store.seeding import seed_directory
 from crm_store.services.staff import ensure_demo_staff
 from runtime.processes import free_port
 from runtime.stack import BotStack
+from tests.fakes.smtp_sink import SmtpSink
+from tests.fakes.telegram_api import FakeTelegramApi
 
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT = Path(os.environ.get("CRM_E2E_PROJECT", ROOT)).resolve()
@@ -62,6 +67,10 @@ class Stack:
     console_url: str
     console_secret: str
     demo_password: str
+    telegram: FakeTelegramApi
+    telegram_secret: str
+    relay: SmtpSink
+    smtp_port: int
     http: requests.Session = field(default_factory=requests.Session)
 
     def send(
@@ -125,6 +134,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
     model = ensure_model(PROJECT)
     identity_secret = secrets.token_hex(32)
+    telegram = FakeTelegramApi().start()
+    telegram_secret = secrets.token_urlsafe(24)
+    relay = SmtpSink().start()
+    smtp_port = free_port()
     processes = BotStack(
         database_url=database_url,
         model=model,
@@ -136,8 +149,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             # Every e2e sender comes from 127.0.0.1: one client for the limits.
             "CRM_VERIFY_CLIENT_LIMIT": "10000",
             "CRM_AGENT_HOURS": "always",
+            "TELEGRAM_BOT_TOKEN": telegram.token,
+            "TELEGRAM_WEBHOOK_SECRET": telegram_secret,
+            "TELEGRAM_API_URL": telegram.url,
+            "SMTP_RELAY_HOST": relay.host,
+            "SMTP_RELAY_PORT": str(relay.port),
         },
         console_port=free_port(),
+        smtp_port=smtp_port,
         endpoint_overrides={
             "event_broker": {
                 "type": "bot.broker.ContactHistoryBroker",
@@ -159,7 +178,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             console_url=processes.console_url or "",
             console_secret=processes.console_secret,
             demo_password=DEMO_PASSWORD,
+            telegram=telegram,
+            telegram_secret=telegram_secret,
+            relay=relay,
+            smtp_port=smtp_port,
         )
     finally:
         processes.stop()
+        telegram.stop()
+        relay.stop()
         engine.dispose()

@@ -1,0 +1,1053 @@
+"""Inbound mail -> the customer's message: pure functions, no network.
+
+``parse_inbound`` reads raw RFC 5322 bytes with ``email`` (``policy.default``)
+and returns an ``InboundMail``: threading ids, the sender, the subject, the
+customer's *new* text, the attachments (listed, never kept) and, when the mail
+must not be answered, why (``auto_reason``). It never raises for bytes that are
+not empty: malformed headers fall back to their raw text, broken transfer
+encodings and charsets are decoded as well as they can be, and what was odd is
+named in ``notes`` (never with content):
+
+- ``html-only``: the text came from the HTML part (``html_to_text``);
+- ``no-text-part``: no text/plain or text/html body part (text is "");
+- ``empty``: there was a body part but no text in it;
+- ``charset-replaced``: the declared charset was unknown or did not fit;
+- ``bad-encoding``: broken base64 (decoded as far as it goes);
+- ``bad-header``: a header that could not be parsed (its raw text was used;
+  a mail ``policy.default`` cannot parse at all is read with ``compat32``);
+- ``bad-structure``: not even that worked: the headers only, no body;
+- ``too-many-parts`` (more than ``max_parts``), ``too-deep`` (multiparts nested
+  deeper than ``max_depth``): the rest of the tree is not looked at;
+- ``truncated``: the text was cut at ``max_text_chars``.
+
+MIME bombs: the parts are counted in the raw bytes before parsing (boundary
+lines of declared boundaries and ``message/*`` parts) and the mail is cut after
+``max_parts`` of them, so 10,000 parts or deep nesting never reach the parser;
+the tree is then walked without recursion. Nothing is ever decompressed. The
+size limit of a whole mail is the SMTP listener's.
+
+Text: the first text/plain part that is not an attachment, else the first
+text/html part, goes through ``clean_reply_text`` (quotes, reply headers,
+signatures and mobile footers removed), ``channels.text.clean_text`` and the
+length limit.
+"""
+
+from __future__ import annotations
+
+import base64
+import codecs
+import email
+import email.errors
+import email.policy
+import heapq
+import html
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from email.header import decode_header, make_header
+from email.headerregistry import BaseHeader
+from email.message import Message
+from email.parser import BytesParser
+from email.utils import getaddresses
+from html.parser import HTMLParser
+
+from channels.email_compose import (
+    LOOP_HEADER,
+    MAX_ADDRESS,
+    MESSAGE_ID,
+    checked_message_id,
+)
+from channels.text import clean_text
+
+MAX_REFERENCES = 50
+MAX_SUBJECT = 200
+MAX_NAME = 200
+MAX_FIELD = 255  # attachment filename and content type
+MAX_HEADER_SCAN = 65536  # characters of an id header searched for Message-IDs
+TEXT_INPUT_FACTOR = 20  # body characters read per text character kept
+HTML_INPUT_FACTOR = 50  # HTML characters read per text character kept
+
+NOREPLY_LOCAL_PARTS = frozenset(
+    {
+        "mailer-daemon",
+        "postmaster",
+        "noreply",
+        "no-reply",
+        "no_reply",
+        "donotreply",
+        "do-not-reply",
+        "do_not_reply",
+    }
+)
+BULK_PRECEDENCE = frozenset({"bulk", "junk", "list", "auto_reply"})
+BOUNCE_TYPES = frozenset({"message/delivery-status", "message/global-delivery-status"})
+AUTO_SUBJECT = re.compile(
+    r"^\s*(?:auto:|automatic reply|out of office|autosvar|automatisch antwoord|"
+    r"delivery status notification|undelivered mail)",
+    re.IGNORECASE,
+)
+BASE64_DEFECTS = (
+    email.errors.InvalidBase64PaddingDefect,
+    email.errors.InvalidBase64CharactersDefect,
+    email.errors.InvalidBase64LengthDefect,
+)
+
+# -- MIME bomb pre-scan (bytes) ------------------------------------------------
+BOUNDARY_PARAM = re.compile(
+    rb'boundary\s*=\s*(?:"([^"\r\n]{1,200})"|([^\s;"]{1,200}))', re.IGNORECASE
+)
+DELIMITER_LINE = re.compile(rb"^--([^\r\n]*)", re.MULTILINE)
+MESSAGE_PART = re.compile(
+    rb"^content-type:[ \t]*message/", re.IGNORECASE | re.MULTILINE
+)
+
+# -- reply text ----------------------------------------------------------------
+QUOTE_MARKERS = re.compile(r"^(?:[ \t]*>)+ ?")
+ATTRIBUTION = (
+    re.compile(r"^on\b.{1,400}\bwrote:$", re.IGNORECASE),
+    re.compile(r"^op\b.{1,400}\bschreef\b.{0,400}:$", re.IGNORECASE),
+    re.compile(r"^am\b.{1,400}\bschrieb\b.{0,400}:$", re.IGNORECASE),
+    re.compile(r"^le\b.{1,400}\ba écrit ?:$", re.IGNORECASE),
+)
+ATTRIBUTION_START = re.compile(r"^(?:on|op|am|le)\b", re.IGNORECASE)
+ORIGINAL_MESSAGE = re.compile(
+    r"^-{2,}\s*(?:original message|oorspronkelijk bericht|ursprüngliche nachricht)"
+    r"\s*-{2,}$",
+    re.IGNORECASE,
+)
+FORWARD_MARKER = re.compile(
+    r"^(?:-{2,}\s*(?:forwarded message|doorgestuurd bericht|"
+    r"weitergeleitete nachricht)\s*-{2,}|begin forwarded message:|"
+    r"begin doorgestuurd bericht:|anfang der weitergeleiteten nachricht:)$",
+    re.IGNORECASE,
+)
+HEADER_FROM = re.compile(r"^\*?(?:from|van|von):\*?\s+\S", re.IGNORECASE)
+HEADER_DATE = re.compile(
+    r"^\*?(?:sent|date|verzonden|datum|gesendet):\*?\s", re.IGNORECASE
+)
+HEADER_TO = re.compile(
+    r"^\*?(?:to|subject|aan|onderwerp|an|betreff):\*?\s", re.IGNORECASE
+)
+MOBILE_FOOTER = re.compile(
+    r"(?:sent from my [\w .-]{1,40}|sent from (?:outlook|mail) for [\w .-]{1,30}|"
+    r"get outlook for (?:ios|android)|verstuurd vanaf mijn [\w .-]{1,40}|"
+    r"verzonden (?:vanaf|met) mijn [\w .-]{1,40}|gesendet von meinem [\w .-]{1,40}|"
+    r"von meinem [\w .-]{1,30} gesendet)\s*(?:<[^>\s]{1,200}>)?",
+    re.IGNORECASE,
+)
+SEPARATOR_LINE = re.compile(r"^[_\-=*]{5,}$")
+MAX_HEADER_LINE = 500  # longer lines are never reply headers
+BLANK_RUNS = re.compile(r"\n{3,}")
+
+# -- HTML ----------------------------------------------------------------------
+HIDDEN_TAGS = frozenset({"script", "style", "head", "title", "template"})
+PARAGRAPH_TAGS = frozenset(
+    {"p", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote", "table", "ul", "ol"}
+    | {"pre", "hr"}
+)
+LINE_TAGS = frozenset(
+    {"div", "br", "li", "tr", "section", "article", "header", "footer", "address"}
+    | {"dd", "dt", "dl", "center", "form", "fieldset", "caption", "nav", "aside"}
+    | {"main", "figure", "figcaption"}
+)
+CELL_TAGS = frozenset({"td", "th"})
+QUOTE_CLASSES = ("gmail_quote", "yahoo_quoted")
+QUOTE_IDS = frozenset({"divrplyfwdmsg", "appendonsend"})
+HIDDEN_CLASSES = ("gmail_signature", "moz-cite-prefix")
+LINK_SCHEMES = ("http://", "https://", "mailto:")
+SPACES = re.compile(r"[ \t\f\v\xa0]+")
+INVISIBLE = re.compile("[\u200b\u200c\u200d\u2060\ufeff]")
+TAGS = re.compile(r"<[^>]*>")
+ANGLE_ADDRESS = re.compile(r"<([^<>\s@]+@[^<>\s@]+)>")
+BASE64_NOISE = re.compile(rb"[^A-Za-z0-9+/]")
+# "<" that cannot open a tag (not followed by a letter, "/", "!" or "?", or with
+# another "<" or the end before its ">"), and declarations/processing
+# instructions: html.parser rescans from each of them (quadratic time).
+STRAY_LT = re.compile(r"<(?![a-zA-Z/!?])|<(?=[^<>]*(?:<|\Z))")
+DECLARATION = re.compile(r"<[!?][^>]*>")
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """An attachment: listed, never stored."""
+
+    filename: str | None
+    content_type: str
+    size: int  # bytes of the decoded payload (the encoded length if undecodable)
+
+
+@dataclass(frozen=True)
+class InboundMail:
+    """What the channel needs of one inbound mail (see the module docstring)."""
+
+    message_id: str | None  # "<...>"; None if absent or garbage
+    in_reply_to: str | None  # the first Message-ID of In-Reply-To
+    references: list[str]  # References' Message-IDs in order, the newest 50
+    from_address: str | None  # addr-spec, lower-cased; None if no usable From
+    from_name: str | None
+    subject: str  # decoded, on one line, "" if none, at most 200 characters
+    text: str  # the customer's new text: quotes and signature stripped
+    attachments: list[Attachment]
+    auto_reason: str | None  # why it must not be answered, or None
+    notes: list[str]  # what was odd, without content (see the module docstring)
+
+
+class UnreadableMail(ValueError):
+    """The input cannot be read as a mail at all (not bytes, or empty)."""
+
+
+# -- small helpers -------------------------------------------------------------
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _as_text(value: object) -> str:
+    """A header value as text: 8-bit bytes read as UTF-8, controls removed."""
+    text = str(value)
+    try:
+        text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeError:
+        pass
+    return clean_text(text)
+
+
+def _raw_values(msg: Message, name: str) -> list[str]:
+    """The unparsed, unfolded values of header ``name`` (never raises)."""
+    wanted = name.lower()
+    try:
+        items = list(msg.raw_items())
+    except Exception:  # noqa: BLE001 - a broken model: no headers
+        return []
+    values = []
+    for key, value in items:
+        if isinstance(key, str) and key.lower() == wanted:
+            values.append(_as_text(re.sub(r"[\r\n]", "", str(value))))
+    return values
+
+
+def _decoded_words(raw: str) -> str:
+    """RFC 2047 encoded words of a raw header decoded; the raw text if that fails."""
+    try:
+        return _as_text(make_header(decode_header(raw)))
+    except Exception:  # noqa: BLE001 - unknown charset, bad encoded word
+        return _as_text(raw)
+
+
+def _header(msg: Message, name: str, notes: set[str]) -> str | None:
+    """Header ``name`` decoded by the policy; its raw text if parsing fails."""
+    try:
+        value = msg.get(name)
+        if value is None:
+            return None
+        if isinstance(value, BaseHeader):
+            return _as_text(value)
+        return _decoded_words(_as_text(value))  # compat32: the raw text
+    except Exception:  # noqa: BLE001 - policy.default header classes can raise
+        notes.add("bad-header")
+        raws = _raw_values(msg, name)
+        return _decoded_words(raws[0]) if raws else None
+
+
+# -- Message-IDs -----------------------------------------------------------------
+
+
+def normalize_message_id(value: str | None) -> str | None:
+    """The first valid ``<left@right>`` Message-ID in ``value``, or None.
+
+    A bare ``left@right`` without brackets is accepted and bracketed. Ids longer
+    than 255 characters, with spaces, non-ASCII or without one ``@`` are garbage.
+    """
+    if not isinstance(value, str):
+        return None
+    text = re.sub(r"[\r\n]", "", value[:MAX_HEADER_SCAN])
+    for match in MESSAGE_ID.finditer(text):
+        checked = checked_message_id(match.group(0))
+        if checked:
+            return checked
+    bare = text.strip()
+    if bare and "<" not in bare and ">" not in bare:
+        return checked_message_id(f"<{bare}>")
+    return None
+
+
+def _references(raw: str | None) -> list[str]:
+    """The distinct valid ids of a References value, in order, the newest 50."""
+    if not raw:
+        return []
+    ids: list[str] = []
+    for match in MESSAGE_ID.finditer(raw[-MAX_HEADER_SCAN:]):
+        checked = checked_message_id(match.group(0))
+        if checked and checked not in ids:
+            ids.append(checked)
+    return ids[-MAX_REFERENCES:]
+
+
+# -- addresses -----------------------------------------------------------------
+
+
+def _usable_address(addr: str) -> str | None:
+    addr = clean_text(addr).strip() if isinstance(addr, str) else ""
+    local, at, domain = addr.rpartition("@")
+    if not at or not local or not domain or len(addr) > MAX_ADDRESS:
+        return None
+    if re.search(r"[\s<>]", addr):
+        return None
+    return addr.lower()
+
+
+def _sender_pairs(msg: Message, notes: set[str]) -> list[tuple[str, str]]:
+    """``(display name, address)`` of the From header, best effort.
+
+    Addresses come from the raw header text, never from inside an encoded
+    word (``=?utf-8?q?x=40evil?=`` is a name, not an address): first
+    ``getaddresses``, then the policy's parse (only addresses written out in
+    the raw text), then any ``<local@domain>`` in it.
+    """
+    raws = _raw_values(msg, "From")
+    if not raws:
+        return []
+    raw = raws[0]
+    pairs: list[tuple[str, str]] = []
+    try:
+        pairs = [(_decoded_words(n), a) for n, a in getaddresses([raw])]
+    except Exception:  # noqa: BLE001 - getaddresses on garbage
+        pairs = []
+    if any(_usable_address(addr) for _, addr in pairs):
+        return pairs
+    try:
+        header = msg.get("From")
+        addresses = header.addresses if header is not None else ()
+        written = raw.lower()
+        pairs += [
+            (a.display_name, a.addr_spec)
+            for a in addresses
+            if a.addr_spec and a.addr_spec.lower() in written
+        ]
+    except Exception:  # noqa: BLE001 - policy.default raises on some From values
+        notes.add("bad-header")
+    pairs += [("", addr) for addr in ANGLE_ADDRESS.findall(raw)]
+    return pairs
+
+
+def _local_part(addr: str | None) -> str:
+    """``mailer-daemon`` of ``<MAILER-DAEMON@x>``, ``noreply`` of ``noreply+a@x``."""
+    text = (addr or "").strip().strip("<>")
+    local = text.rpartition("@")[0] or text
+    return local.split("+", 1)[0].lower()
+
+
+# -- the MIME tree ---------------------------------------------------------------
+
+
+def _part_starts(raw: bytes) -> Iterator[int]:
+    """Offsets where a MIME part starts in ``raw``: delimiter lines, message/*."""
+    boundaries = {m.group(1) or m.group(2) for m in BOUNDARY_PARAM.finditer(raw)}
+    message_parts = (m.start() for m in MESSAGE_PART.finditer(raw))
+    if not boundaries:
+        return message_parts
+    delimiters = (
+        m.start()
+        for m in DELIMITER_LINE.finditer(raw)
+        if m.group(1).rstrip(b" \t") in boundaries
+    )
+    return heapq.merge(delimiters, message_parts)
+
+
+def _cut_parts(raw: bytes, max_parts: int) -> bytes | None:
+    """``raw`` cut before its ``max_parts + 1``-th part; None if it has fewer."""
+    for count, offset in enumerate(_part_starts(raw), start=1):
+        if count > max_parts:
+            return raw[:offset]
+    return None
+
+
+def _headers_only(raw: bytes, notes: set[str]) -> Message:
+    try:
+        return BytesParser(policy=email.policy.compat32).parsebytes(
+            raw, headersonly=True
+        )
+    except Exception:  # noqa: BLE001 - not even headers: an empty message
+        notes.add("bad-structure")
+        return Message()
+
+
+def _read(raw: bytes, notes: set[str]) -> Message:
+    """The parsed message, best effort.
+
+    ``policy.default`` first; where its header parser raises (it does on some
+    malformed Content-Type parameters), the legacy ``compat32`` parser, which
+    keeps headers as text; if that fails too, the headers alone.
+    """
+    try:
+        return email.message_from_bytes(raw, policy=email.policy.default)
+    except RecursionError:
+        notes.add("too-deep")
+        return _headers_only(raw, notes)
+    except Exception:  # noqa: BLE001 - the parser is best effort; so are we
+        notes.add("bad-header")
+    try:
+        return email.message_from_bytes(raw, policy=email.policy.compat32)
+    except RecursionError:
+        notes.add("too-deep")
+    except Exception:  # noqa: BLE001
+        notes.add("bad-structure")
+    return _headers_only(raw, notes)
+
+
+def _content_type(part: Message) -> str:
+    try:
+        return str(part.get_content_type()).lower()[:MAX_FIELD]
+    except Exception:  # noqa: BLE001 - a broken Content-Type header
+        return "application/octet-stream"
+
+
+def _disposition(part: Message) -> str | None:
+    try:
+        value = part.get_content_disposition()
+    except Exception:  # noqa: BLE001
+        return None
+    return value.lower() if isinstance(value, str) else None
+
+
+def _filename(part: Message) -> str | None:
+    try:
+        name = part.get_filename()
+    except Exception:  # noqa: BLE001 - broken RFC 2231 parameters
+        return None
+    if not isinstance(name, str):
+        return None
+    if "=?" in name:
+        name = _decoded_words(name)
+    name = _one_line(clean_text(_as_text(name)))
+    name = re.split(r"[\\/]", name)[-1].strip()
+    return name[:MAX_FIELD] or None
+
+
+def _children(part: Message) -> list[Message]:
+    try:
+        payload = part.get_payload()
+    except Exception:  # noqa: BLE001
+        return []
+    if not isinstance(payload, list):
+        return []
+    return [child for child in payload if isinstance(child, Message)]
+
+
+def _payload_bytes(part: Message, notes: set[str]) -> bytes:
+    """The decoded payload of a leaf part (best effort, never raises)."""
+    defects = len(part.defects)
+    try:
+        data = part.get_payload(decode=True)
+    except Exception:  # noqa: BLE001 - a broken Content-Transfer-Encoding
+        notes.add("bad-encoding")
+        try:
+            data = part.get_payload()
+        except Exception:  # noqa: BLE001
+            data = b""
+    added = part.defects[defects:]
+    if any(isinstance(d, BASE64_DEFECTS) for d in added):
+        notes.add("bad-encoding")
+    if any(isinstance(d, email.errors.InvalidBase64LengthDefect) for d in added):
+        data = _lenient_base64(part)
+    if isinstance(data, str):
+        try:
+            data = data.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:
+            data = data.encode("utf-8", "replace")
+    return data if isinstance(data, bytes) else b""
+
+
+def _lenient_base64(part: Message) -> bytes:
+    """Base64 the decoder gave up on: noise dropped, the last partial group too."""
+    try:
+        encoded = str(part.get_payload()).encode("ascii", "ignore")
+    except Exception:  # noqa: BLE001
+        return b""
+    data = BASE64_NOISE.sub(b"", encoded)
+    try:
+        return base64.b64decode(data[: len(data) - len(data) % 4])
+    except ValueError:
+        return b""
+
+
+def _size(part: Message, notes: set[str]) -> int:
+    if _content_type(part).startswith("message/"):
+        try:
+            return len(part.as_bytes())
+        except Exception:  # noqa: BLE001 - unserialisable: size unknown
+            return 0
+    return len(_payload_bytes(part, notes))
+
+
+def _fallback_decode(data: bytes) -> str:
+    """Bytes in an unknown charset: UTF-8, or Latin-1 if no UTF-8 sequence fits.
+
+    "UTF-8 fails badly" means the bytes have non-ASCII bytes but not one valid
+    UTF-8 multi-byte character: a single-byte charset, read losslessly as
+    Latin-1. Otherwise UTF-8 with U+FFFD for what does not fit.
+    """
+    text = data.decode("utf-8", "replace")
+    if "\ufffd" in text and not any(ch > "\x7f" and ch != "\ufffd" for ch in text):
+        return data.decode("latin-1")
+    return text
+
+
+def _decode(data: bytes, charset: str | None, notes: set[str]) -> str:
+    """``data`` decoded with its declared charset (see the module docstring).
+
+    No charset or US-ASCII: UTF-8 (a superset). A known charset that does not fit:
+    UTF-8 if that fits, else the charset with U+FFFD for the bad bytes. An
+    unknown charset name: ``_fallback_decode``. The last two note
+    ``charset-replaced``.
+    """
+    codec = None
+    if charset:
+        try:
+            codec = codecs.lookup(charset).name
+        except (LookupError, ValueError, TypeError):
+            codec = None
+    if charset is None or codec in ("ascii", "utf-8"):
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            notes.add("charset-replaced")
+            return _fallback_decode(data)
+    if codec is not None:
+        try:
+            return data.decode(codec)
+        except UnicodeDecodeError:
+            notes.add("charset-replaced")
+            try:
+                return data.decode("utf-8")
+            except UnicodeDecodeError:
+                return data.decode(codec, "replace")
+        except (LookupError, ValueError, TypeError):
+            pass  # not a text codec ("base64", "rot13") or a broken one
+    notes.add("charset-replaced")
+    return _fallback_decode(data)
+
+
+def _param(part: Message, name: str) -> str | None:
+    """A Content-Type parameter, lower-cased; None if absent or unreadable."""
+    try:
+        value = part.get_param(name)
+    except Exception:  # noqa: BLE001 - a broken Content-Type parameter list
+        return None
+    if isinstance(value, tuple):  # RFC 2231: (charset, language, value)
+        value = value[2]
+    if not isinstance(value, str):
+        return None
+    return value.strip().strip("\"'").lower() or None
+
+
+def _unflow(text: str, *, delsp: bool = False) -> str:
+    """Join the soft line breaks of ``format=flowed`` text (RFC 3676).
+
+    A line ending in a space continues on the next line (without that space
+    when ``delsp``); a leading stuffing space is removed; quoted lines and the
+    signature delimiter "-- " are never joined.
+    """
+    joined: list[str] = []
+    carry = ""
+    for line in text.replace("\r\n", "\n").split("\n"):
+        if line.startswith(">"):
+            if carry:
+                joined.append(carry)
+                carry = ""
+            joined.append(line)
+            continue
+        if line.startswith(" "):
+            line = line[1:]
+        if line.endswith(" ") and line != "-- ":
+            carry += line[:-1] if delsp else line
+            continue
+        joined.append(carry + line)
+        carry = ""
+    if carry:
+        joined.append(carry)
+    return "\n".join(joined)
+
+
+def _part_text(part: Message, notes: set[str]) -> str:
+    text = _decode(_payload_bytes(part, notes), _param(part, "charset"), notes)
+    if _param(part, "format") == "flowed":
+        text = _unflow(text, delsp=_param(part, "delsp") == "yes")
+    return text
+
+
+@dataclass
+class _Tree:
+    """What the walk found: body candidates, attachments, the content types."""
+
+    plain: Message | None
+    html: Message | None
+    attachments: list[Attachment]
+    content_types: list[str]
+
+
+def _walk(msg: Message, max_parts: int, max_depth: int, notes: set[str]) -> _Tree:
+    """Walk the MIME tree in document order, iteratively, within the limits."""
+    tree = _Tree(None, None, [], [])
+    stack: list[tuple[Message, int]] = [(msg, 0)]
+    seen = 0
+    while stack:
+        part, depth = stack.pop()
+        seen += 1
+        if seen > max_parts:
+            notes.add("too-many-parts")
+            break
+        content_type = _content_type(part)
+        tree.content_types.append(content_type)
+        maintype = content_type.partition("/")[0]
+        if maintype == "multipart":
+            children = _children(part)
+            if children and depth >= max_depth:
+                notes.add("too-deep")
+            elif children:
+                stack.extend((child, depth + 1) for child in reversed(children))
+            continue
+        disposition = _disposition(part)
+        attached = disposition == "attachment"
+        if content_type == "text/plain" and not attached and tree.plain is None:
+            tree.plain = part
+            continue
+        if content_type == "text/html" and not attached and tree.html is None:
+            tree.html = part
+            continue
+        if content_type in BOUNCE_TYPES:
+            continue
+        filename = _filename(part)
+        if (
+            filename
+            or attached
+            or (disposition == "inline" and maintype != "text")
+            or content_type == "message/rfc822"
+        ):
+            tree.attachments.append(
+                Attachment(filename, content_type, _size(part, notes))
+            )
+    return tree
+
+
+# -- HTML -> text ----------------------------------------------------------------
+
+
+class _HtmlText(HTMLParser):
+    """Collects the readable text of an HTML mail part (see ``html_to_text``)."""
+
+    def __init__(self, *, drop_quotes: bool) -> None:
+        super().__init__(convert_charrefs=True)
+        self.drop_quotes = drop_quotes
+        self.out: list[str] = []
+        self.newlines = 2  # line ends at the end of ``out`` (none needed at start)
+        self.hidden: str | None = None  # the tag whose content is dropped
+        self.hidden_depth = 0
+        self.stopped = False  # a reply quote began: everything after is dropped
+        self.pre = 0
+        self.links: list[tuple[str | None, int]] = []
+
+    def _emit(self, text: str) -> None:
+        self.out.append(text)
+        body = text.rstrip(" \t")
+        if body:
+            stripped = body.rstrip("\n")
+            ends = len(body) - len(stripped)
+            self.newlines = ends if stripped else self.newlines + ends
+
+    def _line_ends(self, wanted: int) -> None:
+        if self.newlines < wanted:
+            self._emit("\n" * (wanted - self.newlines))
+
+    def _break(self, tag: str) -> None:
+        if tag == "br":
+            self._emit("\n")
+        elif tag in PARAGRAPH_TAGS:
+            self._line_ends(2)
+        elif tag in LINE_TAGS:
+            self._line_ends(1)
+        elif tag in CELL_TAGS:
+            self._emit(" ")
+
+    def _hides(self, tag: str, attrs: dict[str, str]) -> bool:
+        if tag in HIDDEN_TAGS:
+            return True
+        if not self.drop_quotes:
+            return False
+        classes = attrs.get("class", "").split()
+        return tag == "blockquote" or any(c in HIDDEN_CLASSES for c in classes)
+
+    def _starts_quote(self, attrs: dict[str, str]) -> bool:
+        if not self.drop_quotes:
+            return False
+        classes = attrs.get("class", "").split()
+        if any(c.startswith(QUOTE_CLASSES) for c in classes):
+            return True
+        return attrs.get("id", "").strip().lower() in QUOTE_IDS
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        """Open an element: hide it, stop at a quote, or break the line."""
+        if self.stopped:
+            return
+        if self.hidden is not None:
+            if tag == self.hidden:
+                self.hidden_depth += 1
+            elif tag == "body" and self.hidden == "head":
+                self.hidden, self.hidden_depth = None, 0  # </head> left out
+            return
+        values = {name: value or "" for name, value in attrs}
+        if self._starts_quote(values):
+            self.stopped = True
+            return
+        if self._hides(tag, values):
+            self.hidden, self.hidden_depth = tag, 1
+            self._break(tag)
+            return
+        self._break(tag)
+        if tag == "pre":
+            self.pre += 1
+        elif tag == "a":
+            self.links.append((values.get("href"), len(self.out)))
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        """``<br/>`` and the like: a break, nothing to hide."""
+        if not self.stopped and self.hidden is None:
+            self._break(tag)
+
+    def handle_endtag(self, tag: str) -> None:
+        """Close an element: end hiding, add a link's URL, break the line."""
+        if self.stopped:
+            return
+        if self.hidden is not None:
+            if tag == self.hidden:
+                self.hidden_depth -= 1
+                if self.hidden_depth == 0:
+                    self.hidden = None
+            return
+        if tag == "a" and self.links:
+            href, start = self.links.pop()
+            labelled = any(piece.strip() for piece in self.out[start:])
+            url = (href or "").strip()
+            if not labelled and url.lower().startswith(LINK_SCHEMES):
+                self._emit(url.removeprefix("mailto:"))
+        elif tag == "pre" and self.pre:
+            self.pre -= 1
+        if tag != "br":
+            self._break(tag)
+
+    def handle_data(self, data: str) -> None:
+        """Text: whitespace collapsed as a browser does (kept inside ``<pre>``)."""
+        if self.stopped or self.hidden is not None:
+            return
+        self._emit(data if self.pre else re.sub(r"\s+", " ", data))
+
+    def text(self) -> str:
+        """The collected text, tidied: one space between words, no blank runs."""
+        return _tidy_html_text("".join(self.out))
+
+
+def _tidy_html_text(text: str) -> str:
+    text = INVISIBLE.sub("", text)
+    lines = [SPACES.sub(" ", line).strip() for line in text.split("\n")]
+    return BLANK_RUNS.sub("\n\n", "\n".join(lines)).strip()
+
+
+def _defused(markup: str) -> str:
+    """``markup`` that html.parser reads in linear time, meaning unchanged.
+
+    Comments are removed (an unclosed one hides the rest, as in a browser),
+    then stray "<" are escaped and declarations (``<!DOCTYPE>``, ``<![if]>``,
+    ``<?xml?>``) removed.
+    """
+    kept: list[str] = []
+    index = 0
+    while True:
+        start = markup.find("<!--", index)
+        if start < 0:
+            kept.append(markup[index:])
+            break
+        kept.append(markup[index:start])
+        end = markup.find("-->", start + 4)
+        if end < 0:
+            break
+        index = end + 3
+    text = STRAY_LT.sub("&lt;", "".join(kept))
+    return DECLARATION.sub("", text)
+
+
+def _html_text(markup: str, *, drop_quotes: bool) -> str:
+    parser = _HtmlText(drop_quotes=drop_quotes)
+    markup = _defused(markup)
+    try:
+        parser.feed(markup)
+        parser.close()
+        return parser.text()
+    except Exception:  # noqa: BLE001 - html.parser gives up on some markup
+        return _tidy_html_text(html.unescape(TAGS.sub(" ", markup)))
+
+
+def html_to_text(html_text: str) -> str:
+    """The readable text of an HTML mail, without the quoted mail below it.
+
+    Script, style, head and title are dropped; block elements become line
+    breaks (paragraphs a blank line); a link becomes its label (its URL only if
+    the label is empty); entities are unescaped; spaces and blank lines are
+    collapsed. Quoted mail is dropped: ``<blockquote>`` content, Gmail and
+    Thunderbird signature/attribution blocks, and everything from an element
+    with class ``gmail_quote``/``yahoo_quoted`` or id ``divRplyFwdMsg`` /
+    ``appendonsend`` (Outlook) on.
+    """
+    return _html_text(html_text, drop_quotes=True)
+
+
+# -- reply text ----------------------------------------------------------------
+
+
+def _attribution(lines: list[str], index: int) -> int:
+    """Lines (1 or 2) of an "On ... wrote:" header at ``index``; 0 if none."""
+    line = lines[index].strip()
+    if len(line) > MAX_HEADER_LINE or not ATTRIBUTION_START.match(line):
+        return 0
+    if any(pattern.match(line) for pattern in ATTRIBUTION):
+        return 1
+    if index + 1 < len(lines):
+        joined = f"{line} {lines[index + 1].strip()}"
+        if len(joined) <= MAX_HEADER_LINE and any(
+            pattern.match(joined) for pattern in ATTRIBUTION
+        ):
+            return 2
+    return 0
+
+
+def _outlook_header(lines: list[str], index: int) -> bool:
+    """True at "From: ..." followed within 4 lines by Sent:/Date: and To:/Subject:."""
+    if not HEADER_FROM.match(lines[index].strip()):
+        return False
+    window = [line.strip() for line in lines[index + 1 : index + 5]]
+    return any(HEADER_DATE.match(w) for w in window) and any(
+        HEADER_TO.match(w) for w in window
+    )
+
+
+def _tidy(lines: list[str]) -> str:
+    text = "\n".join(line.rstrip() for line in lines)
+    return BLANK_RUNS.sub("\n\n", text).strip()
+
+
+def clean_reply_text(text: str) -> str:
+    """The customer's new text of a reply: quotes, reply headers, signature removed.
+
+    Lines starting with ``>`` are removed. The text is cut at the first reply
+    header: "On ... wrote:" (also wrapped over two lines), Dutch "Op ...
+    schreef ...:", German "Am ... schrieb ...:", French "Le ... a écrit :",
+    "-----Original Message-----"
+    (and its Dutch and German forms), or an Outlook header block ("From:"
+    followed within 4 lines by "Sent:"/"Date:" and "To:"/"Subject:", also in
+    Dutch and German); and at a signature delimiter line ("-- " or "--").
+    Mobile footers ("Sent from my iPhone", "Verstuurd vanaf mijn iPhone", "Get
+    Outlook for iOS", ...) are dropped. A forwarded message ("---------- Forwarded
+    message ---------", "Begin forwarded message:") is the customer's payload:
+    nothing after its marker is cut. A reply header with no text above it (a
+    reply written below the quote) is skipped instead of cut at, and an Outlook
+    block or "Original Message" with nothing above it is kept as forwarded
+    content. Line ends are normalised, runs of blank lines collapsed to one,
+    the result trimmed.
+
+    Choice: if this leaves nothing although the text had some (the whole mail
+    is a quote, or the customer typed inside it), the original text is returned
+    without its ``>`` markers rather than "": a mail is never read as empty.
+    """
+    if not isinstance(text, str):
+        return ""
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    kept: list[str] = []
+    forwarded = False
+    index = 0
+    while index < len(lines):
+        line = lines[index]
+        stripped = line.strip()
+        index += 1
+        if stripped.startswith(">") or MOBILE_FOOTER.fullmatch(stripped):
+            continue
+        if forwarded:
+            kept.append(line)
+            continue
+        if FORWARD_MARKER.fullmatch(stripped):
+            forwarded = True
+            kept.append(line)
+            continue
+        if line in ("-- ", "--"):
+            break
+        has_text = any(k.strip() for k in kept)
+        header = _attribution(lines, index - 1)
+        if header:
+            if has_text:
+                break
+            index += header - 1
+            continue
+        if len(stripped) <= MAX_HEADER_LINE and (
+            ORIGINAL_MESSAGE.fullmatch(stripped) or _outlook_header(lines, index - 1)
+        ):
+            if has_text:
+                break
+            forwarded = True
+        kept.append(line)
+    while kept and (not kept[-1].strip() or SEPARATOR_LINE.match(kept[-1].strip())):
+        kept.pop()
+    result = _tidy(kept)
+    if result:
+        return result
+    return _tidy([QUOTE_MARKERS.sub("", line) for line in lines])
+
+
+# -- automatic mail ----------------------------------------------------------------
+
+
+def _auto_reason(
+    msg: Message,
+    *,
+    envelope_sender: str | None,
+    senders: list[tuple[str, str]],
+    subject: str,
+    content_types: list[str],
+) -> str | None:
+    """Why the mail must not be answered (see ``InboundMail.auto_reason``)."""
+
+    def first(name: str) -> str | None:
+        values = _raw_values(msg, name)
+        return values[0].strip().lower() if values else None
+
+    if _raw_values(msg, LOOP_HEADER):
+        return "loop"
+    if envelope_sender is not None and envelope_sender.strip() in ("", "<>"):
+        return "bounce"
+    if content_types and content_types[0] == "multipart/report":
+        return "bounce"
+    if any(t in BOUNCE_TYPES for t in content_types):
+        return "bounce"
+    locals_ = [_local_part(addr) for _, addr in senders]
+    if envelope_sender:
+        locals_.append(_local_part(envelope_sender))
+    if any(local in NOREPLY_LOCAL_PARTS for local in locals_):
+        return "mailer-daemon"
+    auto_submitted = first("Auto-Submitted")
+    if auto_submitted is not None and auto_submitted.split(";")[0].strip() != "no":
+        return "auto-submitted"
+    precedence = first("Precedence")
+    if precedence in BULK_PRECEDENCE:
+        return f"precedence:{precedence}"
+    for name in ("X-Autoreply", "X-Autorespond"):
+        value = first(name)
+        if value is not None and value not in ("no", "false", "0"):
+            return "autoreply-header"
+    if first("List-Id") is not None or first("List-Unsubscribe") is not None:
+        return "list"
+    if AUTO_SUBJECT.match(subject):
+        return "autoreply-header"
+    return None
+
+
+# -- the whole mail ----------------------------------------------------------------
+
+
+def _body_text(tree: _Tree, max_text_chars: int, notes: set[str]) -> str:
+    if tree.plain is not None:
+        body = _part_text(tree.plain, notes)
+        limit = max_text_chars * TEXT_INPUT_FACTOR
+        if len(body) > limit:
+            body = body[:limit]
+            notes.add("truncated")
+        text = clean_reply_text(body)
+        if text or tree.html is None:
+            return text
+    if tree.html is not None:  # HTML only, or an empty text/plain beside it
+        notes.add("html-only")
+        markup = _part_text(tree.html, notes)
+        limit = max_text_chars * HTML_INPUT_FACTOR
+        if len(markup) > limit:
+            markup = markup[:limit]
+            notes.add("truncated")
+        text = clean_reply_text(html_to_text(markup))
+        return text or clean_reply_text(_html_text(markup, drop_quotes=False))
+    notes.add("no-text-part")
+    return ""
+
+
+def parse_inbound(
+    raw: bytes,
+    *,
+    envelope_sender: str | None = None,
+    max_parts: int = 200,
+    max_depth: int = 10,
+    max_text_chars: int = 20000,
+) -> InboundMail:
+    """Read one inbound mail (see the module docstring).
+
+    Args:
+        raw: the mail as received (RFC 5322 bytes).
+        envelope_sender: the SMTP ``MAIL FROM`` ("" or "<>" for a bounce's null
+            reverse path); None when unknown.
+        max_parts: MIME parts looked at; more -> note ``too-many-parts``.
+        max_depth: multipart nesting followed; deeper -> note ``too-deep``.
+        max_text_chars: length of ``text``; longer -> cut, note ``truncated``.
+
+    Raises:
+        UnreadableMail: ``raw`` is not bytes, or empty (whitespace only).
+        ValueError: a limit is not a positive integer.
+    """
+    if not isinstance(raw, (bytes, bytearray, memoryview)):
+        raise UnreadableMail("a mail must be bytes")
+    raw = bytes(raw)
+    if not raw.strip():
+        raise UnreadableMail("the mail is empty")
+    for name, limit in (
+        ("max_parts", max_parts),
+        ("max_depth", max_depth),
+        ("max_text_chars", max_text_chars),
+    ):
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"{name} must be a positive integer")
+    notes: set[str] = set()
+    cut = _cut_parts(raw, max_parts)
+    if cut is not None:
+        raw = cut
+        notes.add("too-many-parts")
+    msg = _read(raw, notes)
+    tree = _walk(msg, max_parts, max_depth, notes)
+    text = clean_text(_body_text(tree, max_text_chars, notes))
+    if len(text) > max_text_chars:
+        text = text[:max_text_chars].rstrip()
+        notes.add("truncated")
+    if not text and "no-text-part" not in notes:
+        notes.add("empty")
+
+    senders = _sender_pairs(msg, notes)
+    from_name = from_address = None
+    for name, addr in senders:
+        from_address = _usable_address(addr)
+        if from_address:
+            from_name = _one_line(clean_text(_as_text(name or "")))[:MAX_NAME] or None
+            break
+    subject = _one_line(_header(msg, "Subject", notes) or "")[:MAX_SUBJECT]
+    message_ids = _raw_values(msg, "Message-ID")
+    replies_to = _raw_values(msg, "In-Reply-To")
+    references = _raw_values(msg, "References")
+    return InboundMail(
+        message_id=normalize_message_id(message_ids[0]) if message_ids else None,
+        in_reply_to=normalize_message_id(replies_to[0]) if replies_to else None,
+        references=_references(" ".join(references)),
+        from_address=from_address,
+        from_name=from_name,
+        subject=subject,
+        text=text,
+        attachments=tree.attachments,
+        auto_reason=_auto_reason(
+            msg,
+            envelope_sender=envelope_sender,
+            senders=senders,
+            subject=subject,
+            content_types=tree.content_types,
+        ),
+        notes=sorted(notes),
+    )
