@@ -23,7 +23,7 @@ Message-ID headers (``Message-ID``, ``In-Reply-To``, ``References``) are
 folded between ids and never turned into RFC 2047 encoded words, which
 ``policy.default`` does to ids longer than a line. No header injection: CR/LF
 in a subject or a button title become spaces; an address with CR/LF,
-whitespace or no ``local@domain`` shape raises ``ValueError``.
+whitespace, non-ASCII or no ``local@domain`` shape raises ``ValueError``.
 """
 
 from __future__ import annotations
@@ -118,7 +118,8 @@ def checked_address(value: str, what: str = "address") -> str:
 
     Raises:
         ValueError: not a string, longer than 254 characters, containing CR/LF,
-            whitespace, control characters, ``<>,;"``, or not ``local@domain``.
+            whitespace, control characters, ``<>,;"`` or non-ASCII (we do not
+            send SMTPUTF8 mail), or not ``local@domain``.
     """
     if not isinstance(value, str):
         raise ValueError(f"{what} must be a string")
@@ -129,6 +130,7 @@ def checked_address(value: str, what: str = "address") -> str:
         or not local
         or not domain
         or len(value) > MAX_ADDRESS
+        or not value.isascii()
         or ADDRESS_FORBIDDEN.search(value)
     ):
         raise ValueError(f"{what} is not a usable e-mail address")

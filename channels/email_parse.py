@@ -641,16 +641,19 @@ class _HtmlText(HTMLParser):
         super().__init__(convert_charrefs=True)
         self.drop_quotes = drop_quotes
         self.out: list[str] = []
+        self.words = 0  # emitted pieces with visible text
         self.newlines = 2  # line ends at the end of ``out`` (none needed at start)
         self.hidden: str | None = None  # the tag whose content is dropped
         self.hidden_depth = 0
         self.stopped = False  # a reply quote began: everything after is dropped
         self.pre = 0
-        self.links: list[tuple[str | None, int]] = []
+        self.links: list[tuple[str | None, int]] = []  # (href, words at <a>)
 
     def _emit(self, text: str) -> None:
         self.out.append(text)
         body = text.rstrip(" \t")
+        if body.strip():
+            self.words += 1
         if body:
             stripped = body.rstrip("\n")
             ends = len(body) - len(stripped)
@@ -708,7 +711,7 @@ class _HtmlText(HTMLParser):
         if tag == "pre":
             self.pre += 1
         elif tag == "a":
-            self.links.append((values.get("href"), len(self.out)))
+            self.links.append((values.get("href"), self.words))
 
     def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         """``<br/>`` and the like: a break, nothing to hide."""
@@ -726,10 +729,9 @@ class _HtmlText(HTMLParser):
                     self.hidden = None
             return
         if tag == "a" and self.links:
-            href, start = self.links.pop()
-            labelled = any(piece.strip() for piece in self.out[start:])
+            href, words = self.links.pop()
             url = (href or "").strip()
-            if not labelled and url.lower().startswith(LINK_SCHEMES):
+            if self.words == words and url.lower().startswith(LINK_SCHEMES):
                 self._emit(url.removeprefix("mailto:"))
         elif tag == "pre" and self.pre:
             self.pre -= 1

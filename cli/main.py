@@ -45,6 +45,18 @@ customer_app = typer.Typer(help="Look up customers.", no_args_is_help=True)
 bench_app = typer.Typer(
     help="Benchmarks (print a table, write JSON).", no_args_is_help=True
 )
+
+
+@bench_app.callback()
+def _bench_from_checkout() -> None:
+    """Benchmarks run from the repository checkout (``bench/`` is not installed)."""
+    from crm_settings import PROJECT_ROOT
+
+    root = str(PROJECT_ROOT)
+    if root not in sys.path:
+        sys.path.append(root)
+
+
 app.add_typer(db_app, name="db")
 app.add_typer(customer_app, name="customer")
 app.add_typer(bench_app, name="bench")
