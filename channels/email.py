@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import hashlib
 import json
 import logging
@@ -91,6 +92,7 @@ OK = "250 OK: received"
 OK_AUTOMATIC = "250 OK: received, no reply (automatic mail)"
 OK_NO_SENDER = "250 OK: received, no reply (no sender address)"
 OK_DUPLICATE = "250 OK: already received"
+OK_LIMITED = "250 OK: received, no reply (too many mails from this sender)"
 UNREADABLE = "550 5.6.0 Unreadable message"
 TEMPORARY = "451 4.3.0 Temporary failure, please retry"
 TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients"
@@ -175,6 +177,7 @@ class MailHandler:
         max_message_chars: int,
         on_queued: Callable[[], None] | None = None,
         timeout: float = 30.0,
+        replies_per_hour: int = 20,
     ) -> None:
         """Configure the handler.
 
@@ -187,6 +190,10 @@ class MailHandler:
                 one character over it, so the route cuts it and says so).
             on_queued: called after a reply was queued (the worker's ``wake``).
             timeout: seconds a turn may take before the mail is deferred (451).
+            replies_per_hour: mails from one address answered per hour; more
+                are accepted but not answered, which ends a loop with another
+                robot that strips our headers and stops a flood of forged
+                senders from turning us into a spam source (backscatter).
         """
         self.recipients = frozenset(r.strip().lower() for r in recipients)
         self.factory = session_factory
@@ -195,6 +202,7 @@ class MailHandler:
         self.max_message_chars = max_message_chars
         self.on_queued = on_queued
         self.timeout = timeout
+        self.replies_per_hour = replies_per_hour
         self._http: httpx.AsyncClient | None = None
         self._parses: asyncio.Semaphore | None = None
         self._work: set[asyncio.Task] = set()
@@ -289,6 +297,14 @@ class MailHandler:
         if placed.duplicate:
             logger.info("email: mail %s from %s already received", ref, who)
             return OK_DUPLICATE
+        if await self._over_limit(address):
+            logger.warning(
+                "email: mail %s from %s not answered: over %d mails an hour",
+                ref,
+                who,
+                self.replies_per_hour,
+            )
+            return OK_LIMITED
         try:
             reply = await self._answer(mail, placed, message_id, last_buttons)
             if reply is not None:
@@ -330,6 +346,17 @@ class MailHandler:
         )
         self._notify()
         return OK
+
+    async def _over_limit(self, address: str) -> bool:
+        since = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None) - dt.timedelta(
+            hours=1
+        )
+        count = await self._store(
+            lambda session: email_threads.inbound_count(
+                session, address=address, since=since
+            )
+        )
+        return count > self.replies_per_hour
 
     def _place(
         self, session: Any, mail: InboundMail, message_id: str, address: str
@@ -503,6 +530,7 @@ async def serve(settings: Any, *, stop: asyncio.Event) -> None:
         token=email_ingress_token(settings.console_secret.get_secret_value()),
         max_message_chars=settings.max_message_chars,
         on_queued=worker.wake,
+        replies_per_hour=settings.smtp_replies_per_hour,
     )
     domain = settings.recipient_addresses[0].partition("@")[2] or "localhost"
     server = await build_server(

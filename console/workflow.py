@@ -74,6 +74,11 @@ def in_background(app: FastAPI, work: Coroutine[Any, Any, Any]) -> None:
     task.add_done_callback(app.state.background.discard)
 
 
+# Channels not told each change of place in the queue: a mail per change would
+# flood the customer's inbox (the bot's reply already gave place and wait).
+QUIET_QUEUE_PREFIXES = ("email:",)
+
+
 async def deliver_all(app: FastAPI, keys: list[str]) -> None:
     """Deliver the pending messages of each tracker key (never raises)."""
     for key in keys:
@@ -96,6 +101,8 @@ async def announce_positions(app: FastAPI, *, wait: bool = True) -> int:
         for update in queue.position_updates(session):
             if not update.conversation_id:
                 continue
+            if (update.tracker_key or "").startswith(QUIET_QUEUE_PREFIXES):
+                continue  # the bot's reply told the place; no mail per change
             outbound.queue_conversation_message(
                 session,
                 conversation_id=update.conversation_id,

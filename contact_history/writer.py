@@ -30,6 +30,7 @@ from sqlalchemy.orm import sessionmaker
 from contact_history.recorder import HistoryRecorder
 from crm_store.db import session_factory
 from crm_store.services.history import close_idle_conversations
+from crm_store.services.receipts import prune_receipts
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +41,8 @@ TRANSIENT_ERRORS = (
     sa_exc.TimeoutError,
 )
 WAKE = "__contact_history_wake__"
+# Telegram re-delivers an update for at most a day; keep its receipt a week.
+RECEIPT_DAYS = 7
 
 
 class Counter:
@@ -281,6 +284,13 @@ class HistoryWriter:
             with self.factory.begin() as session:
                 closed = close_idle_conversations(
                     session, idle_for=self.settings.inactivity_timeout
+                )
+                # Inbound receipts (Telegram update ids) outlive any re-delivery
+                # after RECEIPT_DAYS; the same sweep keeps the table small.
+                prune_receipts(
+                    session,
+                    older_than=dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+                    - dt.timedelta(days=RECEIPT_DAYS),
                 )
         except sa_exc.SQLAlchemyError as error:
             logger.warning("contact history: idle sweep failed (%s)", error)

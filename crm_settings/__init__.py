@@ -139,6 +139,8 @@ class Settings(BaseSettings):
     smtp_interface: str = Field("127.0.0.1", env="SMTP_INTERFACE")
     smtp_recipients: str = Field("support@northwind.example", env="SMTP_RECIPIENTS")
     smtp_max_bytes: int = Field(10 * 1024 * 1024, env="SMTP_MAX_BYTES", ge=1024)
+    # Mails from one address answered per hour (more: accepted, not answered).
+    smtp_replies_per_hour: int = Field(20, env="SMTP_REPLIES_PER_HOUR", ge=1)
     # The From of our mail (default: the first of SMTP_RECIPIENTS).
     smtp_from: str | None = Field(None, env="SMTP_FROM")
     # Unset: replies wait in the outbox (`crm outbox list`) and nothing is sent.

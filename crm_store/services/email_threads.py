@@ -16,7 +16,7 @@ import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from crm_store.errors import InvalidInput
@@ -212,3 +212,16 @@ def forget_inbound(session: Session, *, message_id: str) -> bool:
     session.delete(row)
     session.flush()
     return True
+
+
+def inbound_count(session: Session, *, address: str, since: dt.datetime) -> int:
+    """How many mails ``address`` sent us since ``since`` (for the reply limit)."""
+    return session.execute(
+        select(func.count())
+        .select_from(EmailMessage)
+        .where(
+            EmailMessage.address == address.lower(),
+            EmailMessage.direction == "in",
+            EmailMessage.created_at >= since,
+        )
+    ).scalar_one()

@@ -20,9 +20,10 @@ from sqlalchemy.engine import Engine
 from bot.broker import ContactHistoryBroker, event_id_for
 from crm_settings import get_settings
 from crm_store.db import make_session_factory
-from crm_store.models import Conversation, Customer, Interaction
+from crm_store.models import ChannelReceipt, Conversation, Customer, Interaction
 from crm_store.services.history import latest_conversation
 from crm_store.services.interactions import transcript
+from crm_store.services.receipts import claim_receipt
 from tests.conftest import PG_ADMIN_URL
 
 
@@ -256,6 +257,16 @@ def test_escalated_conversation_closes_as_escalated(
 
 
 def test_idle_conversations_are_closed_as_abandoned(empty_engine: Engine) -> None:
+    factory = make_session_factory(empty_engine)
+    now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    with factory.begin() as session:  # the same sweep prunes old inbound receipts
+        claim_receipt(
+            session,
+            channel="telegram",
+            external_id="old",
+            at=now - dt.timedelta(days=8),
+        )
+        claim_receipt(session, channel="telegram", external_id="new", at=now)
     broker = ContactHistoryBroker(
         make_session_factory(empty_engine),
         flush_interval=0.02,
@@ -282,6 +293,11 @@ def test_idle_conversations_are_closed_as_abandoned(empty_engine: Engine) -> Non
     assert conversation(empty_engine, escalated).outcome == "escalated"
     assert conversation(empty_engine, escalated).status == "closed"
     assert conversation(empty_engine, active).status == "open"
+    with factory() as session:
+        kept = {
+            r.external_id for r in session.execute(select(ChannelReceipt)).scalars()
+        }
+    assert kept == {"new"}
 
 
 def test_publish_never_waits_for_the_database(empty_engine: Engine) -> None:

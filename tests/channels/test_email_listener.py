@@ -780,3 +780,54 @@ async def test_a_broken_store_gets_451_with_ids_only_in_the_log(
     assert "broken@ex.org" not in line
     assert rig.agent.messages == []
     assert await rig.send(raw) == (250, "OK: received")  # the retry, store fixed
+
+
+async def test_a_sender_over_the_hourly_limit_is_received_but_not_answered(
+    scratch: Any,
+) -> None:
+    """A robot that strips our headers and answers every mail: the loop ends."""
+    factory = make_session_factory(scratch.engine("sqlite"))
+    agent = RecordingAgent()
+    rasa, rasa_url = await start_rasa(agent)
+    queued: list[int] = []
+    handler = MailHandler(
+        recipients=(SUPPORT,),
+        session_factory=factory,
+        rasa_url=rasa_url,
+        token=TOKEN,
+        max_message_chars=MAX_CHARS,
+        on_queued=lambda: queued.append(1),
+        replies_per_hour=3,
+    )
+    port = free_port()
+    server = await build_server(
+        handler, host="127.0.0.1", port=port, data_size_limit=LIMIT
+    )
+    robot = "robot@loop.example"
+    try:
+        answers = [
+            await asyncio.to_thread(
+                transact,
+                "127.0.0.1",
+                port,
+                mail(f"Re: your answer {n}", sender=robot),
+                robot,
+                (SUPPORT,),
+            )
+            for n in range(5)
+        ]
+        other = await asyncio.to_thread(
+            transact, "127.0.0.1", port, mail("hello"), CUSTOMER, (SUPPORT,)
+        )
+    finally:
+        await stop_smtp(server, handler)
+        await rasa.before_stop()
+        await rasa.close()
+        await rasa.after_stop()
+    assert [code for code, _ in answers] == [250] * 5
+    assert [reply for _, reply in answers[3:]] == [
+        "OK: received, no reply (too many mails from this sender)"
+    ] * 2
+    assert len(queued) == 4  # three for the robot, one for the other customer
+    assert other == (250, "OK: received")
+    assert sum(m.sender_id.startswith(f"email:{robot}#") for m in agent.messages) == 3

@@ -190,15 +190,17 @@ class Harness:
         text: str = "I want to talk to a person",
         reason: str = "customer_request",
         at: dt.datetime | None = None,
+        channel: str = "chat",
+        key: str | None = None,
     ) -> HandoffRef:
-        """A web-chat conversation with two messages, queued for an agent."""
+        """A conversation with two messages (web chat unless told), queued."""
         at = at or utcnow()
-        key = f"web:{uuid.uuid4().hex[:22]}"
+        key = key or f"web:{uuid.uuid4().hex[:22]}"
         with self.factory.begin() as session:
             conversation = open_conversation(
                 session,
                 conversation_id=f"cv_{uuid.uuid4().hex}",
-                channel="chat",
+                channel=channel,
                 customer_id=customer_id,
                 tracker_key=key,
                 at=at - dt.timedelta(seconds=5),

@@ -332,3 +332,30 @@ def test_undelivered_messages_are_shown_to_agents_escaped(harness: Harness) -> N
     [undelivered] = data["undelivered"]
     assert undelivered["author"] == "bot" and undelivered["attempts"] == 1
     assert undelivered["error"].startswith("Forbidden")
+
+
+def test_mail_customers_are_not_sent_a_mail_per_place_in_the_queue(
+    harness: Harness,
+) -> None:
+    first = harness.new_handoff()
+    by_mail = harness.new_handoff(
+        channel="email", key="email:queue.mail@example.org#00aa11bb22cc33dd"
+    )
+    by_chat = harness.new_handoff()
+    with harness.client() as client:
+        agent = bearer(harness, client, "agent")
+        client.post(f"/api/handoffs/{first.id}/claim", headers=agent)
+    with harness.factory() as session:
+        updates = {
+            ref.tracker_key: session.execute(
+                select(OutboxMessage).where(
+                    OutboxMessage.tracker_key == ref.tracker_key,
+                    OutboxMessage.purpose == "queue_update",
+                )
+            )
+            .scalars()
+            .all()
+            for ref in (by_mail, by_chat)
+        }
+    assert updates[by_chat.tracker_key], "the web-chat customer hears the new place"
+    assert updates[by_mail.tracker_key] == []

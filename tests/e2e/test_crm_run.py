@@ -1,4 +1,4 @@
-"""`crm run` supervises the action server, Rasa server and console; Ctrl-C stops all."""
+"""`crm run` supervises all processes (e-mail included); Ctrl-C stops them all."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import requests
 from crm_store.db import make_engine, make_session_factory
 from crm_store.services.history import latest_conversation
 from crm_store.services.interactions import transcript
-from runtime.processes import free_port, wait_until_ready
+from runtime.processes import free_port, smtp_ok, wait_until_ready
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -27,10 +27,13 @@ def test_crm_run_serves_the_bot_and_stops_everything_on_ctrl_c(
     tmp_path: Path,
 ) -> None:
     rasa_port, action_port, console_port = free_port(), free_port(), free_port()
+    smtp_port = free_port()
     url = f"sqlite:///{tmp_path / 'crm.db'}"
+    unset = ("CRM_DEMO_PASSWORD", "TELEGRAM_BOT_TOKEN", "SMTP_RELAY_HOST")
     env = {
-        **{k: v for k, v in os.environ.items() if k != "CRM_DEMO_PASSWORD"},
+        **{k: v for k, v in os.environ.items() if k not in unset},
         "CONSOLE_PORT": str(console_port),
+        "SMTP_PORT": str(smtp_port),
         "CRM_DATABASE_URL": url,
         "RASA_PORT": str(rasa_port),
         "ACTION_PORT": str(action_port),
@@ -72,6 +75,11 @@ def test_crm_run_serves_the_bot_and_stops_everything_on_ctrl_c(
             time.sleep(0.5)
         assert found, output[-3000:]
         assert f"console ready: {console}/" in output
+        # One line per optional channel: Telegram off, the SMTP listener on.
+        assert "telegram: off (set TELEGRAM_BOT_TOKEN" in output
+        assert f"email: SMTP listener on 127.0.0.1:{smtp_port}" in output
+        assert "replies wait in the outbox" in output
+        assert smtp_ok(f"smtp://127.0.0.1:{smtp_port}")
         token = requests.post(
             f"{console}/api/auth/token",
             json={"username": "manager", "password": found.group(1)},
@@ -96,6 +104,7 @@ def test_crm_run_serves_the_bot_and_stops_everything_on_ctrl_c(
     for port in (rasa_port, action_port, console_port):
         with pytest.raises(requests.ConnectionError):
             requests.get(f"http://127.0.0.1:{port}/", timeout=2)
+    assert not smtp_ok(f"smtp://127.0.0.1:{smtp_port}")
     # The turn was flushed to the contact history before the broker closed.
     engine = make_engine(url)
     with make_session_factory(engine)() as session:
