@@ -50,16 +50,11 @@ from sanic.response import HTTPResponse
 
 from channels.chat_tokens import email_ingress_token
 from channels.keys import InvalidSenderId, tracker_key
-from channels.rest import TOO_LONG_NOTICE, BadRequest, checked_text
+from channels.rest import TOO_LONG_NOTICE, BadRequest, checked_text, json_object
 from channels.text import clean_text
 from crm_settings import get_settings
 from crm_store.services.email_threads import split_thread_key
 from crm_store.services.normalize import mask
-
-try:  # what Sanic parses request.json with
-    from ujson import loads as json_loads
-except ImportError:  # pragma: no cover - ujson comes with Sanic
-    from json import loads as json_loads
 
 logger = logging.getLogger(__name__)
 
@@ -257,17 +252,7 @@ class EmailInput(InputChannel):
         Raises:
             BadRequest: the body is too large (413) or malformed (400).
         """
-        body = request.body or b""
-        if len(body) > self.max_request_bytes:
-            raise BadRequest(
-                f"the request body is larger than {self.max_request_bytes} bytes", 413
-            )
-        try:
-            payload = json_loads(body)
-        except (ValueError, RecursionError, UnicodeDecodeError) as error:
-            raise BadRequest("the request body must be a JSON object") from error
-        if not isinstance(payload, dict):
-            raise BadRequest("the request body must be a JSON object")
+        payload = json_object(request.body, self.max_request_bytes)
         thread = checked_thread_key(payload.get("thread_key"))
         text, was_cut = checked_text(payload.get("text"), self.max_message_chars)
         message_id = checked_message_id(payload.get("message_id"))

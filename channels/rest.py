@@ -83,6 +83,24 @@ class BadRequest(ValueError):
         self.status = status
 
 
+def json_object(body: bytes | None, max_bytes: int) -> dict[str, Any]:
+    """The request body as a JSON object: the one body rule of our JSON webhooks.
+
+    Raises:
+        BadRequest: larger than ``max_bytes`` (413), not JSON or not an object (400).
+    """
+    body = body or b""
+    if len(body) > max_bytes:
+        raise BadRequest(f"the request body is larger than {max_bytes} bytes", 413)
+    try:
+        payload = json_loads(body)
+    except (ValueError, RecursionError, UnicodeDecodeError) as error:
+        raise BadRequest("the request body must be a JSON object") from error
+    if not isinstance(payload, dict):
+        raise BadRequest("the request body must be a JSON object")
+    return payload
+
+
 def checked_text(message: object, max_chars: int) -> tuple[str, bool]:
     """Return ``(text, was_cut)``: cleaned, cut to ``max_chars``, never empty.
 
@@ -176,17 +194,7 @@ class NamespacedRestInput(RestInput):
             BadRequest: the body is too large, not a JSON object, or its sender
                 or message is missing or invalid.
         """
-        body = request.body or b""
-        if len(body) > self.max_request_bytes:
-            raise BadRequest(
-                f"the request body is larger than {self.max_request_bytes} bytes", 413
-            )
-        try:
-            payload = json_loads(body)
-        except (ValueError, RecursionError, UnicodeDecodeError) as error:
-            raise BadRequest("the request body must be a JSON object") from error
-        if not isinstance(payload, dict):
-            raise BadRequest("the request body must be a JSON object")
+        payload = json_object(request.body, self.max_request_bytes)
         try:
             sender = check_raw_id(payload.get("sender"), max_length=MAX_SENDER_CHARS)
         except InvalidSenderId as error:

@@ -68,18 +68,13 @@ from telegram import Message, MessageEntity, Update
 from telegram.constants import MessageAttachmentType
 
 from channels.keys import tracker_key
-from channels.rest import TOO_LONG_NOTICE, BadRequest, checked_text
+from channels.rest import TOO_LONG_NOTICE, BadRequest, checked_text, json_object
 from channels.telegram_sender import DEFAULT_API_URL, DeliveryFailed, TelegramSender
 from crm_settings import get_settings
 from crm_store.db import retry_when_locked
 from crm_store.db import session_factory as store_session_factory
 from crm_store.services.outbound import record_failed_delivery
 from crm_store.services.receipts import claim_receipt
-
-try:  # what Sanic parses request.json with
-    from ujson import loads as json_loads
-except ImportError:  # pragma: no cover - ujson comes with Sanic
-    from json import loads as json_loads
 
 logger = logging.getLogger(__name__)
 
@@ -374,17 +369,7 @@ class TelegramInput(InputChannel):
             BadRequest: body too large (413), not a JSON object, no integer
                 ``update_id`` or not a Telegram update (400).
         """
-        body = request.body or b""
-        if len(body) > self.max_request_bytes:
-            raise BadRequest(
-                f"the request body is larger than {self.max_request_bytes} bytes", 413
-            )
-        try:
-            data = json_loads(body)
-        except (ValueError, RecursionError, UnicodeDecodeError) as error:
-            raise BadRequest("the request body must be a JSON object") from error
-        if not isinstance(data, dict):
-            raise BadRequest("the request body must be a JSON object")
+        data = json_object(request.body, self.max_request_bytes)
         update_id = data.get("update_id")
         if not isinstance(update_id, int) or isinstance(update_id, bool):
             raise BadRequest("update_id must be an integer")
