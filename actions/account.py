@@ -33,6 +33,7 @@ from crm_store.errors import InvalidInput
 from crm_store.services.contact_details import (
     STRONG_METHODS,
     IdentityInUse,
+    RecipientOptedOut,
     SameAsCurrent,
     StepUpRequired,
     confirm_contact_change,
@@ -47,6 +48,17 @@ CODE_RE = re.compile(r"(?<![0-9])([0-9]{3})[ -]?([0-9]{3})(?![0-9])")
 LABELS = {"email": "email address", "phone": "phone number"}
 EMAIL_RE = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 PHONE_RE = re.compile(r"\+?[\d][\d\s\-().]{6,}\d")
+
+
+def opted_out_text() -> str:
+    """Why no code goes to a number that replied STOP, and how to undo it."""
+    ours = get_settings().twilio_from_number
+    where = f"to {ours} " if ours else ""
+    return (
+        "That number has opted out of our text messages (it replied STOP), so I "
+        "can't send it a code. Text START "
+        f"{where}from that phone to receive texts again, then ask me once more."
+    )
 
 
 def field_from_text(value: Any) -> str | None:
@@ -229,6 +241,9 @@ class ActionUpdateContact(Action):
             return reset_task()
         except IdentityInUse:
             dispatcher.utter_message(response="utter_contact_in_use", field=field)
+            return reset_task()
+        except RecipientOptedOut:
+            dispatcher.utter_message(text=opted_out_text())
             return reset_task()
         except TooManyCodes:
             dispatcher.utter_message(response="utter_code_too_many")

@@ -150,6 +150,19 @@ class Settings(BaseSettings):
     smtp_relay_password: SecretStr | None = Field(None, env="SMTP_RELAY_PASSWORD")
     smtp_relay_timeout: float = Field(10.0, env="SMTP_RELAY_TIMEOUT", gt=0)
 
+    # Twilio SMS and voice (channels.twilio_sms, channels.twilio_voice). Without
+    # the account SID and auth token both channels are off.
+    twilio_account_sid: str | None = Field(None, env="TWILIO_ACCOUNT_SID")
+    twilio_auth_token: SecretStr | None = Field(None, env="TWILIO_AUTH_TOKEN")
+    twilio_from_number: str | None = Field(None, env="TWILIO_FROM_NUMBER")
+    # The public base URL Twilio calls (signatures are over base + webhook path).
+    twilio_public_url: str | None = Field(None, env="TWILIO_PUBLIC_URL")
+    twilio_api_url: str = Field("https://api.twilio.com", env="TWILIO_API_URL")
+    # The agent line voice handoffs are put through to (E.164); unset: callback.
+    twilio_agent_number: str | None = Field(None, env="TWILIO_AGENT_NUMBER")
+    twilio_voice: str = Field("Polly.Joanna", env="TWILIO_VOICE")
+    twilio_language: str = Field("en-US", env="TWILIO_LANGUAGE")
+
     # Tools
     chat_url: str | None = Field(None, env="CRM_CHAT_URL")
     bench_pg_url: str = Field(
@@ -199,6 +212,15 @@ class Settings(BaseSettings):
     def mail_from(self) -> str:
         """The From address of our mail."""
         return self.smtp_from or self.recipient_addresses[0]
+
+    @property
+    def twilio_enabled(self) -> bool:
+        """True when the Twilio channels have an account, a token and a public URL."""
+        return bool(
+            self.twilio_account_sid
+            and self.twilio_auth_token
+            and self.twilio_public_url
+        )
 
     @property
     def telegram_enabled(self) -> bool:

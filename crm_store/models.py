@@ -555,3 +555,13 @@ class EmailMessage(Base):
     # The buttons offered in an outbound mail, answered by number.
     buttons = Column(JSON)
     created_at = Column(DateTime, nullable=False, default=utcnow)
+
+
+class ChannelChoices(Base):
+    """Buttons last offered on a text-only channel (SMS, voice), answered by number."""
+
+    __tablename__ = "channel_choices"
+
+    tracker_key = Column(String(255), primary_key=True)
+    buttons = Column(JSON, nullable=False)
+    updated_at = Column(DateTime, nullable=False, default=utcnow)

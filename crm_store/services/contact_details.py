@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from crm_store.errors import InvalidInput, NotFound, StoreError
 from crm_store.models import AuditLog, ChannelIdentity, Customer, utcnow
+from crm_store.services.consents import sms_allowed
 from crm_store.services.normalize import mask, normalize_identity
 from crm_store.services.notifier import Notifier
 from crm_store.services.one_time_codes import (
@@ -49,6 +50,12 @@ class IdentityInUse(StoreError):
     """The new address is registered to another customer."""
 
     default_message = "That address is already in use on another account."
+
+
+class RecipientOptedOut(StoreError):
+    """The new phone number replied STOP to our texts: no code can be sent to it."""
+
+    default_message = "That number has opted out of our text messages."
 
 
 class StepUpRequired(StoreError):
@@ -242,6 +249,7 @@ def request_contact_change(
     Raises:
         InvalidInput: unknown field, malformed value, missing actor.
         StepUpRequired: the verification is not strong and recent.
+        RecipientOptedOut: a new phone number that replied STOP (no code sent).
         SameAsCurrent: the value is already the customer's.
         IdentityInUse: another customer owns that address.
         NotFound: unknown customer.
@@ -265,6 +273,8 @@ def request_contact_change(
     old = getattr(customer, field)
     if old == canonical:
         raise SameAsCurrent()
+    if field == "phone" and not sms_allowed(session, phone=canonical):
+        raise RecipientOptedOut()
     taken = session.execute(
         select(ChannelIdentity.customer_id).where(
             ChannelIdentity.kind == field, ChannelIdentity.value == canonical
@@ -299,11 +309,16 @@ def request_contact_change(
         now=at,
     )
     if old:
+        # An old number that replied STOP gets no text: the notice goes to the
+        # account's e-mail instead (the customer is told another way).
+        channel, recipient = CHANNEL_OF[field], old
+        if field == "phone" and not sms_allowed(session, phone=old) and customer.email:
+            channel, recipient = "email", customer.email
         notifier.notify(
             session,
             customer_id=customer_id,
-            channel=CHANNEL_OF[field],
-            recipient=old,
+            channel=channel,
+            recipient=recipient,
             purpose="contact_change_notice",
             subject="Your contact details are being changed",
             body=(

@@ -155,6 +155,19 @@ def _open_handoff(session: Session, conversation_id: str) -> Handoff | None:
     )
 
 
+def open_handoff_for_key(session: Session, *, tracker_key: str) -> int | None:
+    """The id of the open (waiting or claimed) handoff of the key's conversation.
+
+    The voice channel asks after each turn: a handoff the turn queued is put
+    through to the agent line. None when the key has no open handoff.
+    """
+    found = conversation_id_for(session, tracker_key)
+    if found is None:
+        return None
+    handoff = _open_handoff(session, found)
+    return handoff.id if handoff is not None else None
+
+
 def sender_handoffs(session: Session, *, tracker_key: str, since: dt.datetime) -> int:
     """Count the handoffs of every conversation of ``tracker_key`` since ``since``."""
     return session.execute(

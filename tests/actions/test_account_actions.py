@@ -228,3 +228,20 @@ def test_update_to_the_current_email(store) -> None:
     events, messages = run(ActionUpdateContact(), t)
     assert responses(messages) == ["utter_contact_unchanged"]
     assert_reset(events)
+
+
+def test_a_new_number_that_replied_stop_gets_no_code_and_the_customer_hears_why(
+    store,
+) -> None:
+    from crm_store.services.consents import set_sms_consent
+
+    new = "+31655577991"
+    with store.begin() as session:
+        set_sms_consent(session, phone=new, granted=False, source="sms_stop")
+    slots = verified("C0002", contact_field="phone", contact_value=new)
+    events, messages = run(ActionUpdateContact(), tracker(slots=slots, sender="s-stop"))
+    [message] = messages
+    assert "replied STOP" in message["text"] and "START" in message["text"]
+    assert_reset(events)
+    with store() as session:
+        assert list_outbox(session, recipient=new) == []
