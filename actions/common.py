@@ -153,18 +153,24 @@ def redeem_assertion(session: Session, *, assertion: Assertion) -> Any:
 
 
 # Channel identities that prove who writes: Telegram authenticates its users
-# (and the webhook secret proves the update came from Telegram). An e-mail
-# From is only identified (no SPF/DKIM checked here), a caller id can be spoofed:
-# those senders verify by order number and postcode like anyone else.
-VERIFYING_CHANNEL_KINDS = ("telegram",)
+# (and the webhook secret proves the update came from Telegram); a registered
+# phone number (SMS, voice; the Twilio signature proves Twilio sent it) verifies
+# as ``identity:phone``, which is enough to be told things but never for changes
+# (``contact_details.CALLER_ID_METHODS``: caller id can be spoofed or the phone
+# borrowed, so changes ask for order number and postcode or a code). An e-mail
+# From is only identified (no SPF/DKIM checked here): those senders verify by
+# order number and postcode like anyone else.
+VERIFYING_CHANNEL_KINDS = ("telegram", "phone")
 
 
 async def channel_identity_events(tracker: Tracker) -> list[EventType]:
     """Verify a sender whose channel vouches for a registered identity.
 
     A ``telegram:<user id>`` tracker whose user id is registered (verified, not
-    a prospect) on a customer is that customer (method ``identity:telegram``).
-    Returns nothing for any other key, an unknown id or a prospect.
+    a prospect) on a customer is that customer (method ``identity:telegram``);
+    an ``sms:``/``voice:`` tracker of a registered number likewise
+    (``identity:phone``, too weak for changes). Returns nothing for any other
+    key, an unknown id or a prospect.
     """
     identity = channel_identity(tracker.sender_id or "")
     if identity is None or identity[0] not in VERIFYING_CHANNEL_KINDS:

@@ -512,17 +512,27 @@ async def build_server(
 
 
 async def serve(settings: Any, *, stop: asyncio.Event) -> None:
-    """Run the listener and the outbox worker until ``stop`` is set.
+    """Run the listener and the outbox workers (mail, SMS) until ``stop`` is set.
+
+    This process is the one outbound sender of the stack: it also runs the SMS
+    worker (``channels.sms_worker``), which texts the pending ``sms`` outbox rows
+    through Twilio when Twilio is configured.
 
     Raises:
         ValueError: no ``CRM_CONSOLE_SECRET``; OSError: the port cannot be bound.
     """
     from channels.email_worker import EmailWorker
+    from channels.sms_worker import SmsWorker
 
     if settings.console_secret is None:
         raise ValueError("CRM_CONSOLE_SECRET is required")
     factory = store_session_factory(settings.database_url, echo=settings.echo_sql)
-    worker = EmailWorker(settings, session_factory=factory)
+    retries = {
+        "max_attempts": settings.delivery_attempts,
+        "base_delay": settings.delivery_retry_seconds,
+    }
+    worker = EmailWorker(settings, session_factory=factory, **retries)
+    sms_worker = SmsWorker(settings, session_factory=factory, **retries)
     handler = MailHandler(
         recipients=settings.recipient_addresses,
         session_factory=factory,
@@ -542,6 +552,7 @@ async def serve(settings: Any, *, stop: asyncio.Event) -> None:
     )
     try:
         await worker.start()
+        await sms_worker.start()
         count = len(settings.recipient_addresses)
         logger.info(
             "email: listening on %s:%s, accepting mail for %d address(es)",
@@ -560,6 +571,7 @@ async def serve(settings: Any, *, stop: asyncio.Event) -> None:
         await server.wait_closed()
         await handler.aclose()
         await worker.stop()
+        await sms_worker.stop()
         logger.info("email: stopped")
 
 

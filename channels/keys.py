@@ -88,6 +88,8 @@ def channel_identity(key: str) -> tuple[str, str] | None:
     if parts is None or parts[0] not in IDENTITY_KIND:
         return None
     channel, raw_id = parts
+    if raw_id.startswith("withheld:"):  # a caller without caller id (voice)
+        return None
     if channel == "email":
         address, separator, thread = raw_id.rpartition(THREAD_SEPARATOR)
         raw_id = address if separator and address and thread else raw_id

@@ -326,6 +326,17 @@ def bench_channels(
     run_channels_bench(messages=messages, concurrency=concurrency, console=out)
 
 
+@bench_app.command("voice")
+def bench_voice(
+    calls: int = typer.Option(20, min=1, help="Simultaneous calls."),
+    rounds: int = typer.Option(5, min=1, help="Calls per caller, one after another."),
+) -> None:
+    """Voice: Twilio voice webhook turns at N simultaneous calls against REST."""
+    from bench.voice import run_voice_bench
+
+    run_voice_bench(calls=calls, rounds=rounds, console=out)
+
+
 @app.command()
 def complaints(
     days: int = typer.Option(7, min=1, max=3660, help="Look back this many days."),

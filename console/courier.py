@@ -19,7 +19,9 @@ courier then gets them to the customer by the tracker key's channel:
   answer (``channels.rest``).
 - ``email:`` — left pending: the e-mail process's worker sends them through the
   relay as replies in the mail thread (``channels.email_worker``).
-- other prefixes (SMS, voice: a later issue) — left pending.
+- ``sms:`` and ``voice:`` — left pending: the SMS worker in the e-mail process
+  texts them through Twilio (``channels.sms_worker``; a caller gets the agent's
+  reply as a text).
 
 ``pause`` and ``hand_back`` call the control routes that pause the bot on a
 conversation and hand it back (``handed_back`` intent); ``stats`` reads the

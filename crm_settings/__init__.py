@@ -149,6 +149,12 @@ class Settings(BaseSettings):
     smtp_relay_user: str | None = Field(None, env="SMTP_RELAY_USER")
     smtp_relay_password: SecretStr | None = Field(None, env="SMTP_RELAY_PASSWORD")
     smtp_relay_timeout: float = Field(10.0, env="SMTP_RELAY_TIMEOUT", gt=0)
+    # Outbound mail and SMS: tries before a message is marked failed, and the
+    # first retry delay in seconds (doubling, at most 10 minutes).
+    delivery_attempts: int = Field(8, env="CRM_DELIVERY_ATTEMPTS", ge=1, le=100)
+    delivery_retry_seconds: float = Field(
+        2.0, env="CRM_DELIVERY_RETRY_SECONDS", gt=0, le=3600
+    )
 
     # Twilio SMS and voice (channels.twilio_sms, channels.twilio_voice). Without
     # the account SID and auth token both channels are off.

@@ -181,7 +181,19 @@ def channel_lines(settings: Settings, rasa_url: str) -> list[str]:
         f"email: SMTP listener on {settings.smtp_interface}:{settings.smtp_port} "
         f"for {', '.join(settings.recipient_addresses)}; {relay}"
     )
-    return [telegram, email]
+    if settings.twilio_enabled:
+        base = (settings.twilio_public_url or "").rstrip("/")
+        twilio = (
+            f"twilio: on; SMS webhook {base}/webhooks/twilio_sms/webhook, voice "
+            f"webhook {base}/webhooks/twilio_voice/webhook (status callback "
+            f"{base}/webhooks/twilio_voice/status)"
+        )
+    else:
+        twilio = (
+            "twilio: off (set TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN and "
+            "TWILIO_PUBLIC_URL to turn SMS and voice on)"
+        )
+    return [telegram, email, twilio]
 
 
 def supervise(stack: BotStack, log: Log = print, staff_line: str | None = None) -> int:

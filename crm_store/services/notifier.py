@@ -4,9 +4,10 @@ Every message is first written to the ``outbox`` table, then handed to a
 ``Sender``. The default :class:`OutboxOnly` sends nothing itself: the row stays
 ``pending`` and a delivery worker takes it. E-mail rows are sent by the e-mail
 process's worker through the SMTP relay (``channels.email_worker``: retries,
-then ``sent`` or ``failed``); SMS rows wait for the SMS channel (``crm outbox
-list`` shows them). A channel that sends at once plugs in by implementing
-:class:`Sender` and being passed to :class:`Notifier`.
+then ``sent`` or ``failed``); SMS rows by the same process's SMS worker through
+Twilio (``channels.sms_worker``; never to a number that replied STOP). A
+channel that sends at once plugs in by implementing :class:`Sender` and being
+passed to :class:`Notifier`.
 """
 
 from __future__ import annotations

@@ -61,3 +61,33 @@ def test_unknown_telegram_users_rest_lookalikes_and_email_senders_must_verify(
         events, messages = run(ActionStartTask(), t)
         assert "customer_id" not in slots_of(events), key
         assert responses(messages) == ["utter_need_verification"], key
+
+
+def test_a_registered_phone_verifies_for_answers_but_not_for_changes(
+    store: sessionmaker,
+) -> None:
+    from action_support import tracker as make_tracker
+
+    from actions.common import has_recent_strong_verification
+
+    with store() as session:
+        phone = session.get(Customer, "C0004").phone
+    for key in (f"sms:{phone}", f"voice:{phone}"):
+        events, messages = run(ActionGreet(), tracker(intent="greet", sender=key))
+        slots = slots_of(events)
+        assert slots["customer_id"] == "C0004"
+        assert slots["verification_method"] == "identity:phone"
+        assert responses(messages) == ["utter_greet_known"]
+        after = make_tracker(
+            sender=key,
+            slots={
+                "customer_id": "C0004",
+                "verified": True,
+                "verified_at": slots["verified_at"],
+                "verification_method": "identity:phone",
+            },
+        )
+        assert not has_recent_strong_verification(after)
+    # An unknown number is nobody.
+    events, _ = run(ActionGreet(), tracker(intent="greet", sender="sms:+31655500999"))
+    assert events == []

@@ -11,7 +11,9 @@ The session-scoped ``stack`` fixture:
   5005/5055/8000, with its own ``endpoints.yml`` (broker flushing every 50 ms),
   agents on duty around the clock (``CRM_AGENT_HOURS=always``), the demo staff
   accounts with ``DEMO_PASSWORD`` and logs in the tmp dir;
-- runs the Telegram channel against a local fake Bot API
+- runs the Twilio SMS and voice channels against a local fake Twilio API
+  (``tests.fakes.twilio_api``; webhooks signed for ``twilio_public_url``), and
+  the Telegram channel against a local fake Bot API
   (``tests.fakes.telegram_api``) and the e-mail process (SMTP listener on a free
   port, replies through ``tests.fakes.smtp_sink``, a real aiosmtpd relay);
 - stops everything at the end of the session.
@@ -43,6 +45,7 @@ from runtime.processes import free_port
 from runtime.stack import BotStack
 from tests.fakes.smtp_sink import SmtpSink
 from tests.fakes.telegram_api import FakeTelegramApi
+from tests.fakes.twilio_api import FakeTwilioApi
 
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT = Path(os.environ.get("CRM_E2E_PROJECT", ROOT)).resolve()
@@ -71,6 +74,8 @@ class Stack:
     telegram_secret: str
     relay: SmtpSink
     smtp_port: int
+    twilio: FakeTwilioApi
+    twilio_public_url: str
     http: requests.Session = field(default_factory=requests.Session)
 
     def send(
@@ -138,6 +143,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     telegram_secret = secrets.token_urlsafe(24)
     relay = SmtpSink().start()
     smtp_port = free_port()
+    twilio = FakeTwilioApi().start()
+    twilio_public_url = "https://bot.e2e.example.test/base"
     processes = BotStack(
         database_url=database_url,
         model=model,
@@ -154,6 +161,15 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             "TELEGRAM_API_URL": telegram.url,
             "SMTP_RELAY_HOST": relay.host,
             "SMTP_RELAY_PORT": str(relay.port),
+            "TWILIO_ACCOUNT_SID": twilio.account_sid,
+            "TWILIO_AUTH_TOKEN": twilio.auth_token,
+            "TWILIO_FROM_NUMBER": "+3197010000000",
+            "TWILIO_PUBLIC_URL": twilio_public_url,
+            "TWILIO_API_URL": twilio.url,
+            "TWILIO_AGENT_NUMBER": "+3197010009999",
+            # Outbound mail/SMS give up after 3 tries, 0.3 s apart at first.
+            "CRM_DELIVERY_ATTEMPTS": "3",
+            "CRM_DELIVERY_RETRY_SECONDS": "0.3",
         },
         console_port=free_port(),
         smtp_port=smtp_port,
@@ -182,9 +198,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             telegram_secret=telegram_secret,
             relay=relay,
             smtp_port=smtp_port,
+            twilio=twilio,
+            twilio_public_url=twilio_public_url,
         )
     finally:
         processes.stop()
         telegram.stop()
         relay.stop()
+        twilio.stop()
         engine.dispose()

@@ -29,7 +29,12 @@ def test_crm_run_serves_the_bot_and_stops_everything_on_ctrl_c(
     rasa_port, action_port, console_port = free_port(), free_port(), free_port()
     smtp_port = free_port()
     url = f"sqlite:///{tmp_path / 'crm.db'}"
-    unset = ("CRM_DEMO_PASSWORD", "TELEGRAM_BOT_TOKEN", "SMTP_RELAY_HOST")
+    unset = (
+        "CRM_DEMO_PASSWORD",
+        "TELEGRAM_BOT_TOKEN",
+        "SMTP_RELAY_HOST",
+        "TWILIO_ACCOUNT_SID",
+    )
     env = {
         **{k: v for k, v in os.environ.items() if k not in unset},
         "CONSOLE_PORT": str(console_port),
@@ -79,6 +84,7 @@ def test_crm_run_serves_the_bot_and_stops_everything_on_ctrl_c(
         assert "telegram: off (set TELEGRAM_BOT_TOKEN" in output
         assert f"email: SMTP listener on 127.0.0.1:{smtp_port}" in output
         assert "replies wait in the outbox" in output
+        assert "twilio: off (set TWILIO_ACCOUNT_SID" in output
         assert smtp_ok(f"smtp://127.0.0.1:{smtp_port}")
         token = requests.post(
             f"{console}/api/auth/token",

@@ -48,6 +48,7 @@ def conversation_of(session: Session, key: str) -> Conversation:
         ("email:ann@example.com", ("email", "ann@example.com")),
         ("sms:+3197010000001", ("phone", "+3197010000001")),
         ("voice:+3197010000001", ("phone", "+3197010000001")),
+        ("voice:withheld:CA0123456789abcdef", None),
         ("rest:telegram:700000259", None),
         ("web:AAAAAAAAAAAAAAAAAAAAAA", None),
         ("telegram700000259", None),
