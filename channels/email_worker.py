@@ -23,9 +23,6 @@ stay ``pending`` (``crm outbox list``) until a relay is configured.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import datetime as dt
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -35,25 +32,20 @@ from sqlalchemy.orm import sessionmaker
 from channels.email_compose import compose_notice, compose_reply
 from channels.email_relay import RelayConfig, RelayError, send_via_relay
 from channels.keys import split_tracker_key
-from crm_store.db import retry_when_locked
+from channels.outbox_worker import BATCH, OutboxWorker
 from crm_store.db import session_factory as store_session_factory
 from crm_store.services import email_threads, outbound
 
 logger = logging.getLogger(__name__)
 
 
-def utcnow() -> dt.datetime:
-    """Now as the store keeps times: naive UTC."""
-    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
-
-
-BATCH = 50
-LEASE = dt.timedelta(minutes=5)
 SEND = Callable[..., None]
 
 
-class EmailWorker:
+class EmailWorker(OutboxWorker):
     """Polls the outbox and sends due mail through the relay (see module)."""
+
+    label = "email"
 
     def __init__(
         self,
@@ -79,36 +71,19 @@ class EmailWorker:
             max_delay: longest retry delay in seconds.
             send: the function that hands a mail to the relay.
         """
+        super().__init__(
+            session_factory=session_factory
+            or store_session_factory(settings.database_url),
+            poll_seconds=poll_seconds,
+            max_attempts=max_attempts,
+            base_delay=base_delay,
+            max_delay=max_delay,
+        )
         self.mail_from = settings.mail_from
         self.relay = relay if relay is not None else RelayConfig.from_settings(settings)
-        self._factory = session_factory or store_session_factory(settings.database_url)
-        self.poll_seconds = poll_seconds
-        self.max_attempts = max_attempts
-        self.base_delay = base_delay
-        self.max_delay = max_delay
         self._send = send
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self.sent = 0
-        self.failed = 0
-
-    # -- the store -----------------------------------------------------------
-
-    def _unit(self, work: Callable[[Any], Any]) -> Any:
-        def attempt() -> Any:
-            with self._factory() as session:
-                result = work(session)
-                session.commit()
-                return result
-
-        return retry_when_locked(attempt)
 
     # -- one round -----------------------------------------------------------
-
-    def retry_delay(self, attempts: int) -> float:
-        """Seconds before the next try after ``attempts`` failures."""
-        return min(self.base_delay * 2 ** max(attempts - 1, 0), self.max_delay)
 
     def deliver_due_now(self) -> int:
         """Send every due mail once (blocking); return how many were sent."""
@@ -116,12 +91,7 @@ class EmailWorker:
             return 0
         sent = 0
         while True:
-            now = utcnow()
-            due = self._unit(
-                lambda s, now=now: outbound.due_messages(
-                    s, channel="email", now=now, limit=BATCH
-                )
-            )
+            due = self._due("email")
             if not due:
                 return sent
             for message in due:
@@ -130,12 +100,7 @@ class EmailWorker:
                 return sent
 
     def _deliver_one(self, message: outbound.ConversationMessage) -> int:
-        now = utcnow()
-        if not self._unit(
-            lambda s: outbound.claim_for_delivery(
-                s, message.id, lease_until=now + LEASE, now=now
-            )
-        ):
+        if not self._claim(message):
             return 0  # another worker has it
         try:
             mail, address, thread = self._compose(message)
@@ -199,64 +164,3 @@ class EmailWorker:
             auto_submitted=message.author == "bot",
         )
         return mail, address, thread
-
-    def _failed(
-        self, message: outbound.ConversationMessage, reason: str, *, final: bool
-    ) -> None:
-        final = final or message.attempts + 1 >= self.max_attempts
-        retry_at = utcnow() + dt.timedelta(
-            seconds=self.retry_delay(message.attempts + 1)
-        )
-        self._unit(
-            lambda s: outbound.mark_failed(
-                s, message.id, reason, final=final, retry_at=None if final else retry_at
-            )
-        )
-        if final:
-            self.failed += 1
-        logger.warning(
-            "email: outbox %s not sent (%s); %s",
-            message.id,
-            reason,
-            "given up"
-            if final
-            else f"retry in {self.retry_delay(message.attempts + 1):.0f} s",
-        )
-
-    # -- the loop ------------------------------------------------------------
-
-    def wake(self) -> None:
-        """Look for due mail now (callable from any thread; never blocks)."""
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            return
-        with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(self._wake.set)
-
-    async def deliver_due(self) -> int:
-        """Send every due mail once, in a worker thread; return how many were sent."""
-        return await asyncio.to_thread(self.deliver_due_now)
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.deliver_due()
-            except Exception:  # noqa: BLE001 - the loop must survive a bad round
-                logger.exception("email: delivery round failed")
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self.poll_seconds)
-            self._wake.clear()
-
-    async def start(self) -> None:
-        """Start polling in the running loop."""
-        self._loop = asyncio.get_running_loop()
-        if self._task is None:
-            self._task = self._loop.create_task(self._run())
-
-    async def stop(self) -> None:
-        """Stop polling (a send in progress finishes in its thread)."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task

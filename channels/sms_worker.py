@@ -31,18 +31,14 @@ again. Without ``TWILIO_ACCOUNT_SID``, ``TWILIO_AUTH_TOKEN`` and
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import datetime as dt
 import logging
-from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy.orm import sessionmaker
 
 from channels.keys import split_tracker_key
+from channels.outbox_worker import BATCH, OutboxWorker
 from channels.twilio_api import SmsFailed, TwilioSender, split_sms
-from crm_store.db import retry_when_locked
 from crm_store.db import session_factory as store_session_factory
 from crm_store.errors import InvalidInput
 from crm_store.services import outbound
@@ -53,13 +49,6 @@ from crm_store.services.normalize import mask, normalize_identity
 logger = logging.getLogger(__name__)
 
 
-def utcnow() -> dt.datetime:
-    """Now as the store keeps times: naive UTC."""
-    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
-
-
-BATCH = 50
-LEASE = dt.timedelta(minutes=5)
 CHANNELS = ("sms", "voice")  # outbox channels whose rows go out as SMS
 PHONE_KEYS = ("sms", "voice")
 OPTED_OUT = "recipient opted out (STOP)"
@@ -86,8 +75,10 @@ def sender_from_settings(settings: Any) -> TwilioSender | None:
     )
 
 
-class SmsWorker:
+class SmsWorker(OutboxWorker):
     """Polls the outbox and sends due texts through Twilio (see module)."""
+
+    label = "sms"
 
     def __init__(
         self,
@@ -112,34 +103,15 @@ class SmsWorker:
             base_delay: first retry delay in seconds (doubles per attempt).
             max_delay: longest retry delay in seconds.
         """
+        super().__init__(
+            session_factory=session_factory
+            or store_session_factory(settings.database_url),
+            poll_seconds=poll_seconds,
+            max_attempts=max_attempts,
+            base_delay=base_delay,
+            max_delay=max_delay,
+        )
         self.sender = sender if sender is not None else sender_from_settings(settings)
-        self._factory = session_factory or store_session_factory(settings.database_url)
-        self.poll_seconds = poll_seconds
-        self.max_attempts = max_attempts
-        self.base_delay = base_delay
-        self.max_delay = max_delay
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self.sent = 0
-        self.failed = 0
-
-    # -- the store -----------------------------------------------------------
-
-    def _unit(self, work: Callable[[Any], Any]) -> Any:
-        def attempt() -> Any:
-            with self._factory() as session:
-                result = work(session)
-                session.commit()
-                return result
-
-        return retry_when_locked(attempt)
-
-    # -- one round -----------------------------------------------------------
-
-    def retry_delay(self, attempts: int) -> float:
-        """Seconds before the next try after ``attempts`` failures."""
-        return min(self.base_delay * 2 ** max(attempts - 1, 0), self.max_delay)
 
     def deliver_due_now(self) -> int:
         """Send every due text once (blocking); return how many were sent."""
@@ -148,12 +120,7 @@ class SmsWorker:
         sent = 0
         for channel in CHANNELS:
             while True:
-                now = utcnow()
-                due = self._unit(
-                    lambda s, now=now, channel=channel: outbound.due_messages(
-                        s, channel=channel, now=now, limit=BATCH
-                    )
-                )
+                due = self._due(channel)
                 for message in due:
                     sent += self._deliver_one(message)
                 if len(due) < BATCH:
@@ -174,12 +141,7 @@ class SmsWorker:
         return normalize_identity("phone", message.recipient or ""), None
 
     def _deliver_one(self, message: outbound.ConversationMessage) -> int:
-        now = utcnow()
-        if not self._unit(
-            lambda s: outbound.claim_for_delivery(
-                s, message.id, lease_until=now + LEASE, now=now
-            )
-        ):
+        if not self._claim(message):
             return 0  # another worker has it
         try:
             phone, choices_key = self.address(message)
@@ -218,61 +180,3 @@ class SmsWorker:
         self._unit(done)
         self.sent += 1
         return 1
-
-    def _failed(
-        self, message: outbound.ConversationMessage, reason: str, *, final: bool
-    ) -> None:
-        final = final or message.attempts + 1 >= self.max_attempts
-        delay = self.retry_delay(message.attempts + 1)
-        retry_at = utcnow() + dt.timedelta(seconds=delay)
-        self._unit(
-            lambda s: outbound.mark_failed(
-                s, message.id, reason, final=final, retry_at=None if final else retry_at
-            )
-        )
-        if final:
-            self.failed += 1
-        logger.warning(
-            "sms: outbox %s not sent (%s); %s",
-            message.id,
-            reason,
-            "given up" if final else f"retry in {delay:.0f} s",
-        )
-
-    # -- the loop ------------------------------------------------------------
-
-    def wake(self) -> None:
-        """Look for due texts now (callable from any thread; never blocks)."""
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            return
-        with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(self._wake.set)
-
-    async def deliver_due(self) -> int:
-        """Send every due text once, in a worker thread; return how many were sent."""
-        return await asyncio.to_thread(self.deliver_due_now)
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.deliver_due()
-            except Exception:  # noqa: BLE001 - the loop must survive a bad round
-                logger.exception("sms: delivery round failed")
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self.poll_seconds)
-            self._wake.clear()
-
-    async def start(self) -> None:
-        """Start polling in the running loop."""
-        self._loop = asyncio.get_running_loop()
-        if self._task is None:
-            self._task = self._loop.create_task(self._run())
-
-    async def stop(self) -> None:
-        """Stop polling (a send in progress finishes in its thread)."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
