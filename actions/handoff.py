@@ -48,6 +48,7 @@ from actions.complaints import (
     record_complaint_quietly,
 )
 from actions.store import in_store
+from channels.keys import channel_identity
 from crm_settings import get_settings
 from crm_store.errors import InvalidInput
 from crm_store.services.agent_hours import AgentHours, parse_agent_hours
@@ -59,6 +60,7 @@ from crm_store.services.handoff import (
     request_handoff,
 )
 from crm_store.services.handoff_packet import enrich_packet, packet_slots
+from crm_store.services.identities import resolve_identity
 from crm_store.services.queue import QueueWeights, load_queue_weights
 from crm_store.services.tickets import open_ticket
 
@@ -182,10 +184,22 @@ def queue_handoff(
     store knows (``enrich_packet``). De-duplicated per conversation and limited
     per sender (``request_handoff``). Outside agent hours the bot promises a
     callback, so a known customer also gets a callback ticket with a new
-    handoff, in the same transaction.
+    handoff, in the same transaction; so does an unverified sender whose
+    channel names them (a caller's number, a mail address: the ticket goes to
+    that identity's customer or prospect and says where to call back).
     """
+    # Who the channel says wrote (a caller's number, a mail address): the
+    # conversation's timeline and, after hours, the callback belong to them.
+    contact = channel_identity(tracker_key)
+    owner = packet.customer_id
+    if owner is None and contact is not None:
+        try:
+            owner = resolve_identity(session, kind=contact[0], value=contact[1])
+            owner = owner.customer_id
+        except InvalidInput:
+            owner = None
     conversation_id = current_conversation_id(
-        session, tracker_key=tracker_key, channel=packet.channel
+        session, tracker_key=tracker_key, channel=packet.channel, customer_id=owner
     )
     packet = enrich_packet(
         session,
@@ -200,12 +214,13 @@ def queue_handoff(
         weights=weights,
         hours=hours,
     )
-    if result.status == "queued" and not result.agents_available and packet.customer_id:
+    if result.status == "queued" and not result.agents_available and owner:
+        reach = [f"Call back on {contact[0]}: {contact[1]}"] if contact else []
         open_ticket(
             session,
-            customer_id=packet.customer_id,
+            customer_id=owner,
             subject="Callback requested outside agent hours",
-            description="\n".join([packet.summary or "", *recent_texts[-3:]]),
+            description="\n".join([packet.summary or "", *reach, *recent_texts[-3:]]),
             kind="callback",
             conversation_id=conversation_id,
         )

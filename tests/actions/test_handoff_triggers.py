@@ -391,3 +391,28 @@ def test_handed_back_welcomes_and_asks_for_a_rating_that_is_recorded(
     # Handed back again later in the same conversation: no second rating question.
     _, messages = run(ActionHandedBack(), tracker(intent="handed_back", sender=sender))
     assert responses(messages) == ["utter_handed_back", "utter_anything_else"]
+
+
+def test_an_unverified_caller_after_hours_gets_a_callback_ticket_with_the_number(
+    store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CRM_AGENT_HOURS", CLOSED_HOURS)
+    get_settings.cache_clear()
+    sender = "voice:+31655566101"
+    t = tracker(intent="request_human", text="can I speak to someone", sender=sender)
+    _, messages = run(ActionHandoff(), t)
+    assert responses(messages) == ["utter_handoff_after_hours"]
+    [handoff] = handoffs_of(store, sender)
+    with store() as session:
+        conversation = session.get(Conversation, handoff.conversation_id)
+        [callback] = session.execute(
+            select(Ticket).where(
+                Ticket.conversation_id == handoff.conversation_id,
+                Ticket.kind == "callback",
+            )
+        ).scalars()
+    # The number's prospect owns the conversation and the ticket says where
+    # to call back; nothing was disclosed (the caller is not verified).
+    assert callback.customer_id == conversation.customer_id is not None
+    assert "Call back on phone: +31655566101" in callback.description
+    assert "can I speak to someone" in callback.description
