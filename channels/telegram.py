@@ -289,7 +289,9 @@ class TelegramInput(InputChannel):
         self._sender: TelegramSender | None = None
         self._sender_loop: asyncio.AbstractEventLoop | None = None
         if not self.enabled:
-            logger.warning(
+            # Debug only: `crm run` prints one line per channel saying how to
+            # turn it on; the health route shows "enabled": false too.
+            logger.debug(
                 "telegram: channel off: %s unset",
                 "TELEGRAM_BOT_TOKEN/TELEGRAM_WEBHOOK_SECRET",
             )

@@ -204,7 +204,9 @@ class TwilioSmsInput(InputChannel):
         self.max_request_bytes = max_request_bytes
         self.help_text = HELP_TEXT.format(email=support_email)
         if not self.enabled:
-            logger.warning(
+            # Debug only: `crm run` prints one line per channel saying how to
+            # turn it on; the health route shows "enabled": false too.
+            logger.debug(
                 "twilio_sms: channel off: %s unset",
                 "TWILIO_ACCOUNT_SID/TWILIO_AUTH_TOKEN/TWILIO_PUBLIC_URL",
             )

@@ -387,7 +387,9 @@ class TwilioVoiceInput(InputChannel):
         self.calls = CallRegistry()
         self._tasks: set[asyncio.Future[TurnResult]] = set()
         if not self.enabled:
-            logger.warning(
+            # Debug only: `crm run` prints one line per channel saying how to
+            # turn it on; the health route shows "enabled": false too.
+            logger.debug(
                 "twilio_voice: channel off: TWILIO_ACCOUNT_SID/TWILIO_AUTH_TOKEN/"
                 "TWILIO_PUBLIC_URL unset"
             )

@@ -213,7 +213,7 @@ async def test_secret_is_checked_before_the_body(hook: Hook) -> None:
 async def test_channel_off_without_token_or_secret_is_503(
     api: FakeTelegramApi, store: sessionmaker, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="channels.telegram"):
+    with caplog.at_level(logging.DEBUG, logger="channels.telegram"):
         channel = TelegramInput(token=None, secret=None, session_factory=None)
     assert "telegram: channel off" in caplog.text
     for off in (channel, make_channel(api, store, secret=None)):
@@ -505,7 +505,7 @@ async def test_non_text_messages_get_the_polite_answer(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     update_id, user = new_id(), new_id()
-    with caplog.at_level(logging.INFO, logger="channels.telegram"):
+    with caplog.at_level(logging.DEBUG, logger="channels.telegram"):
         status, _ = await hook.post(media_update(update_id, user, kind))
     assert status == 200
     assert hook.agent.messages == []
