@@ -73,6 +73,7 @@ from channels.telegram_sender import DEFAULT_API_URL, DeliveryFailed, TelegramSe
 from crm_settings import get_settings
 from crm_store.db import retry_when_locked
 from crm_store.db import session_factory as store_session_factory
+from crm_store.services.channel_history import record_exchange
 from crm_store.services.outbound import record_failed_delivery
 from crm_store.services.receipts import claim_receipt
 
@@ -478,6 +479,35 @@ class TelegramInput(InputChannel):
 
     # --- acting -----------------------------------------------------------------
 
+    async def record(
+        self, inbound: Inbound, key: str, text: str, answer: str, intent: str
+    ) -> None:
+        """Put an exchange Rasa never saw on the timeline (``/help``, a sticker)."""
+        factory = self.session_factory
+        if factory is None:
+            return
+
+        def work() -> None:
+            with factory() as session:
+                record_exchange(
+                    session,
+                    tracker_key=key,
+                    channel=CHANNEL,
+                    event_id=f"{CHANNEL}:{inbound.update_id}",
+                    inbound_text=text,
+                    answer_text=answer,
+                    intent=intent,
+                    identity=("telegram", str(inbound.user_id)),
+                )
+                session.commit()
+
+        try:
+            await asyncio.to_thread(retry_when_locked, work)
+        except Exception:  # noqa: BLE001 - the answer went out; log the gap
+            logger.exception(
+                "telegram: update %s: not recorded in the history", inbound.update_id
+            )
+
     async def act(self, inbound: Inbound, on_new_message: OnNewMessage) -> None:
         """Answer a claimed update: button answer, notices, or a Rasa turn."""
         sender = self.sender()
@@ -512,12 +542,16 @@ class TelegramInput(InputChannel):
         output = TelegramOutput(sender, inbound.chat_id, key, self.session_factory)
         if inbound.action == "help":
             await output.deliver(HELP_TEXT)
+            await self.record(inbound, key, "/help", HELP_TEXT, "telegram_help")
             return
         if inbound.action == "unsupported":
             logger.info(
                 "telegram: update %s: unsupported %s", inbound.update_id, inbound.kind
             )
             await output.deliver(UNSUPPORTED_TEXT)
+            await self.record(
+                inbound, key, f"[{inbound.kind}]", UNSUPPORTED_TEXT, "unsupported"
+            )
             return
         try:
             text, was_cut = checked_text(inbound.text, self.max_message_chars)

@@ -74,6 +74,7 @@ from crm_settings import get_settings
 from crm_store.db import retry_when_locked
 from crm_store.db import session_factory as store_session_factory
 from crm_store.errors import InvalidInput
+from crm_store.services.channel_history import record_exchange
 from crm_store.services.choices import choice_payload, numbered, remember_choices
 from crm_store.services.consents import set_sms_consent, sms_allowed
 from crm_store.services.normalize import mask, normalize_identity
@@ -83,6 +84,7 @@ logger = logging.getLogger(__name__)
 
 CHANNEL = "twilio_sms"  # the Rasa input channel (history channel "sms")
 KEY_CHANNEL = "sms"  # tracker keys and receipts
+HISTORY_CHANNEL = "sms"  # contact-history channel of keyword exchanges
 WEBHOOK_PATH = "/webhooks/twilio_sms/webhook"
 DEFAULT_MAX_MESSAGE_CHARS = 4000
 DEFAULT_MAX_REQUEST_BYTES = 65536
@@ -323,16 +325,28 @@ class TwilioSmsInput(InputChannel):
             ):
                 return Decision("duplicate")
             word = keyword(inbound.body)
-            if word in ("stop", "start"):
-                set_sms_consent(
+            if word in ("stop", "start", "help"):
+                owner = None
+                if word != "help":
+                    owner = set_sms_consent(
+                        session,
+                        phone=inbound.phone,
+                        granted=word == "start",
+                        source=f"sms_{word}",
+                    )
+                # Rasa never sees keywords: the timeline gets them from here.
+                record_exchange(
                     session,
-                    phone=inbound.phone,
-                    granted=word == "start",
-                    source=f"sms_{word}",
+                    tracker_key=key,
+                    channel=HISTORY_CHANNEL,
+                    event_id=f"{KEY_CHANNEL}:{inbound.message_sid}",
+                    inbound_text=inbound.body.strip(),
+                    answer_text=self.keyword_answer(word),
+                    intent=f"sms_{word}",
+                    customer_id=owner,
+                    identity=("phone", inbound.phone),
                 )
                 return Decision(word)
-            if word == "help":
-                return Decision("help")
             if not sms_allowed(session, phone=inbound.phone):
                 return Decision("opted_out")
             return Decision(
@@ -341,6 +355,10 @@ class TwilioSmsInput(InputChannel):
             )
 
         return self._unit(work)
+
+    def keyword_answer(self, word: str) -> str:
+        """The confirmation of STOP or START, or the HELP text."""
+        return {"stop": STOP_TEXT, "start": START_TEXT}.get(word, self.help_text)
 
     def _remember(self, key: str, buttons: list[dict[str, Any]]) -> None:
         self._unit(
@@ -423,12 +441,8 @@ class TwilioSmsInput(InputChannel):
                 mask("phone", inbound.phone),
                 action,
             )
-        if action == "stop":
-            parts = [STOP_TEXT]
-        elif action == "start":
-            parts = [START_TEXT]
-        elif action == "help":
-            parts = [self.help_text]
+        if action in ("stop", "start", "help"):
+            parts = [self.keyword_answer(action)]
         elif action == "turn":
             parts = await self.turn(inbound, decision.payload, on_new_message)
         else:  # duplicate, opted_out

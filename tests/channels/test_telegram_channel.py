@@ -722,3 +722,35 @@ async def test_the_fake_delivers_updates_like_telegram(
     delivered = await asyncio.to_thread(api.deliver, update, url=url, secret=SECRET)
     assert delivered == (200, {"status": "ok"})
     assert hook.texts == ["hello"]
+
+
+async def test_a_sticker_and_help_land_on_the_timeline(
+    hook: Hook, store: sessionmaker
+) -> None:
+    from sqlalchemy import select
+
+    from crm_store.models import Conversation, Interaction
+
+    user = new_id()
+    await hook.post(media_update(new_id(), user, "sticker"))
+    await hook.post(text_update(new_id(), user, "/help"))
+    with store() as session:
+        conversation = session.execute(
+            select(Conversation).where(Conversation.tracker_key == f"telegram:{user}")
+        ).scalar_one()
+        rows = (
+            session.execute(
+                select(Interaction)
+                .where(Interaction.conversation_id == conversation.id)
+                .order_by(Interaction.occurred_at, Interaction.id)
+            )
+            .scalars()
+            .all()
+        )
+    assert conversation.channel == "telegram" and conversation.customer_id
+    assert [(r.direction, r.text) for r in rows] == [
+        ("in", "[sticker]"),
+        ("out", UNSUPPORTED_TEXT),
+        ("in", "/help"),
+        ("out", HELP_TEXT),
+    ]

@@ -526,3 +526,41 @@ async def test_a_replayed_stop_is_confirmed_once(
     assert messages_of(await hook.post(params)) == [STOP_TEXT]
     assert messages_of(await hook.post(params)) == []
     assert consent(store, phone).granted is False
+
+
+async def test_keywords_land_on_the_timeline_once(
+    hook: Hook, store: sessionmaker
+) -> None:
+    from crm_store.models import Conversation, Interaction
+
+    phone = new_phone()
+    params = sms_params(phone, "STOP")
+    await hook.post(params)
+    await hook.post(params)  # Twilio's retry: recorded once
+    await hook.sms(phone, "help")
+    await hook.sms(phone, "START")
+    with store() as session:
+        conversation = session.execute(
+            select(Conversation).where(Conversation.tracker_key == f"sms:{phone}")
+        ).scalar_one()
+        rows = (
+            session.execute(
+                select(Interaction)
+                .where(Interaction.conversation_id == conversation.id)
+                .order_by(Interaction.occurred_at, Interaction.id)
+            )
+            .scalars()
+            .all()
+        )
+        owner = find_customer_by_identity(session, kind="phone", value=phone)
+    assert conversation.channel == "sms"
+    assert [(r.author, r.intent) for r in rows if r.direction == "in"] == [
+        ("customer", "sms_stop"),
+        ("customer", "sms_help"),
+        ("customer", "sms_start"),
+    ]
+    answers = [r.text for r in rows if r.direction == "out"]
+    assert answers[0] == STOP_TEXT and answers[-1] == START_TEXT
+    # The number's prospect owns the conversation and its rows.
+    assert owner is not None and conversation.customer_id == owner.customer_id
+    assert {r.customer_id for r in rows} == {owner.customer_id}
