@@ -262,6 +262,8 @@ class Interaction(Base):
     __table_args__ = (
         Index("ix_interactions_timeline", "customer_id", "occurred_at", "id"),
         Index("ix_interactions_conversation", "conversation_id", "occurred_at", "id"),
+        # Counts over a time window (/metrics messages by channel, reports).
+        Index("ix_interactions_occurred", "occurred_at", "channel"),
         CheckConstraint("direction in ('in', 'out')", name="direction"),
     )
 
