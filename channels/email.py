@@ -64,7 +64,7 @@ from channels.email_parse import InboundMail, UnreadableMail, parse_inbound
 from channels.keys import InvalidSenderId, check_raw_id
 from channels.text import clean_text
 from crm_settings import SettingsError, load_settings
-from crm_store.db import retry_when_locked
+from crm_store.db import run_unit
 from crm_store.db import session_factory as store_session_factory
 from crm_store.services import email_threads, outbound
 from crm_store.services.normalize import mask
@@ -446,14 +446,7 @@ class MailHandler:
 
     async def _store(self, work: Callable[[Any], Any]) -> Any:
         """Run ``work(session)`` and commit, in a worker thread (retried on locks)."""
-
-        def attempt() -> Any:
-            with self.factory() as session:
-                result = work(session)
-                session.commit()
-                return result
-
-        return await asyncio.to_thread(retry_when_locked, attempt)
+        return await asyncio.to_thread(run_unit, self.factory, work)
 
     def _notify(self) -> None:
         if self.on_queued is None:

@@ -24,7 +24,8 @@ from typing import Any
 
 from sqlalchemy.orm import sessionmaker
 
-from crm_store.db import retry_when_locked
+from channels.backoff import backoff_delay
+from crm_store.db import run_unit
 from crm_store.services import outbound
 
 logger = logging.getLogger(__name__)
@@ -72,14 +73,7 @@ class OutboxWorker:
 
     def _unit(self, work: Callable[[Any], Any]) -> Any:
         """Run ``work(session)`` in one transaction (retried when locked)."""
-
-        def attempt() -> Any:
-            with self._factory() as session:
-                result = work(session)
-                session.commit()
-                return result
-
-        return retry_when_locked(attempt)
+        return run_unit(self._factory, work)
 
     def _due(self, channel: str) -> list[outbound.ConversationMessage]:
         now = utcnow()
@@ -98,7 +92,7 @@ class OutboxWorker:
 
     def retry_delay(self, attempts: int) -> float:
         """Seconds before the next try after ``attempts`` failures."""
-        return min(self.base_delay * 2 ** max(attempts - 1, 0), self.max_delay)
+        return backoff_delay(attempts, self.base_delay, self.max_delay)
 
     def _failed(
         self, message: outbound.ConversationMessage, reason: str, *, final: bool

@@ -63,7 +63,7 @@ from rasa.core.channels.channel import InputChannel, OutputChannel, UserMessage
 from sanic import Blueprint, response
 from sanic.request import Request
 from sanic.response import HTTPResponse
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 from telegram import Message, MessageEntity, Update
 from telegram.constants import MessageAttachmentType
 
@@ -71,7 +71,7 @@ from channels.keys import tracker_key
 from channels.rest import TOO_LONG_NOTICE, BadRequest, checked_text, json_object
 from channels.telegram_sender import DEFAULT_API_URL, DeliveryFailed, TelegramSender
 from crm_settings import get_settings
-from crm_store.db import retry_when_locked
+from crm_store.db import run_unit
 from crm_store.db import session_factory as store_session_factory
 from crm_store.services.channel_history import record_exchange
 from crm_store.services.outbound import record_failed_delivery
@@ -236,20 +236,18 @@ class TelegramOutput(OutputChannel):
             if isinstance(b, dict)
         ]
 
-        def work() -> None:
-            with factory() as session:
-                record_failed_delivery(
-                    session,
-                    tracker_key=self.key,
-                    channel=CHANNEL,
-                    text=text,
-                    error=reason,
-                    buttons=kept or None,
-                )
-                session.commit()
+        def work(session: Session) -> None:
+            record_failed_delivery(
+                session,
+                tracker_key=self.key,
+                channel=CHANNEL,
+                text=text,
+                error=reason,
+                buttons=kept or None,
+            )
 
         try:
-            await asyncio.to_thread(retry_when_locked, work)
+            await asyncio.to_thread(run_unit, factory, work)
         except Exception:  # noqa: BLE001 - the turn goes on; the log has the id
             logger.exception(
                 "telegram: failed answer to chat %s not recorded", self.chat_id
@@ -467,15 +465,12 @@ class TelegramInput(InputChannel):
         factory = self.session_factory
         assert factory is not None
 
-        def attempt() -> bool:
-            with factory() as session:
-                fresh = claim_receipt(
-                    session, channel=CHANNEL, external_id=str(update_id)
-                )
-                session.commit()
-                return fresh
-
-        return retry_when_locked(attempt)
+        return run_unit(
+            factory,
+            lambda session: claim_receipt(
+                session, channel=CHANNEL, external_id=str(update_id)
+            ),
+        )
 
     # --- acting -----------------------------------------------------------------
 
@@ -487,22 +482,20 @@ class TelegramInput(InputChannel):
         if factory is None:
             return
 
-        def work() -> None:
-            with factory() as session:
-                record_exchange(
-                    session,
-                    tracker_key=key,
-                    channel=CHANNEL,
-                    event_id=f"{CHANNEL}:{inbound.update_id}",
-                    inbound_text=text,
-                    answer_text=answer,
-                    intent=intent,
-                    identity=("telegram", str(inbound.user_id)),
-                )
-                session.commit()
+        def work(session: Session) -> None:
+            record_exchange(
+                session,
+                tracker_key=key,
+                channel=CHANNEL,
+                event_id=f"{CHANNEL}:{inbound.update_id}",
+                inbound_text=text,
+                answer_text=answer,
+                intent=intent,
+                identity=("telegram", str(inbound.user_id)),
+            )
 
         try:
-            await asyncio.to_thread(retry_when_locked, work)
+            await asyncio.to_thread(run_unit, factory, work)
         except Exception:  # noqa: BLE001 - the answer went out; log the gap
             logger.exception(
                 "telegram: update %s: not recorded in the history", inbound.update_id

@@ -57,6 +57,8 @@ from telegram.error import (
 from telegram.helpers import escape_markdown
 from telegram.request import HTTPXRequest
 
+from channels.backoff import backoff_delay
+
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -402,7 +404,7 @@ class TelegramSender:
                     raise DeliveryFailed(
                         self._reason(error, method, attempt)
                     ) from error
-                wait = min(self.base_delay * 2 ** (attempt - 1), self.max_delay)
+                wait = backoff_delay(attempt, self.base_delay, self.max_delay)
             except TelegramError as error:
                 raise DeliveryFailed(
                     self._reason(error, method, attempt), final=True

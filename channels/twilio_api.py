@@ -37,6 +37,8 @@ from twilio.http.http_client import TwilioHttpClient
 from twilio.http.response import Response
 from twilio.rest import Client
 
+from channels.backoff import backoff_delay
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_API_URL = "https://api.twilio.com"
@@ -241,7 +243,7 @@ class TwilioSender:
             time.sleep(wait)
 
     def _backoff(self, attempt: int) -> float:
-        return min(self.base_delay * 2 ** (attempt - 1), self.max_delay)
+        return backoff_delay(attempt, self.base_delay, self.max_delay)
 
     def _retry_wait(self, error: TwilioRestException, attempt: int) -> float:
         """Seconds to wait before trying again after ``error``.

@@ -71,7 +71,7 @@ from channels.text import clean_text
 from channels.twilio_api import MAX_PARTS, MAX_SMS_CHARS, split_sms
 from channels.twilio_signature import SIGNATURE_HEADER, public_url, signature_ok
 from crm_settings import get_settings
-from crm_store.db import retry_when_locked
+from crm_store.db import run_unit
 from crm_store.db import session_factory as store_session_factory
 from crm_store.errors import InvalidInput
 from crm_store.services.channel_history import record_exchange
@@ -302,14 +302,7 @@ class TwilioSmsInput(InputChannel):
     def _unit(self, work: Callable[[Session], Any]) -> Any:
         factory = self.session_factory
         assert factory is not None
-
-        def attempt() -> Any:
-            with factory() as session:
-                result = work(session)
-                session.commit()
-                return result
-
-        return retry_when_locked(attempt)
+        return run_unit(factory, work)
 
     def decide(self, inbound: Inbound) -> Decision:
         """Claim the message and apply its keyword, in one transaction (blocking).

@@ -87,7 +87,7 @@ from rasa.core.channels.channel import (
 from sanic import Blueprint, response
 from sanic.request import Request
 from sanic.response import HTTPResponse
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 from twilio.twiml.voice_response import Gather, VoiceResponse
 
 from channels.keys import tracker_key
@@ -96,7 +96,7 @@ from channels.speech import EXPECT_ORDER_NUMBER, digits_to_text, normalize_utter
 from channels.text import clean_text
 from channels.twilio_signature import SIGNATURE_HEADER, public_url, signature_ok
 from crm_settings import get_settings
-from crm_store.db import retry_when_locked
+from crm_store.db import retry_when_locked, run_unit
 from crm_store.db import session_factory as store_session_factory
 from crm_store.errors import InvalidInput
 from crm_store.services.agent_hours import AgentHours, parse_agent_hours
@@ -530,16 +530,14 @@ class TwilioVoiceInput(InputChannel):
         factory = self.session_factory
         assert factory is not None
 
-        def work() -> tuple[list[dict], bool]:
-            with factory() as session:
-                choices = remember_choices(session, tracker_key=key, buttons=buttons)
-                handoff = open_handoff_for_key(session, tracker_key=key)
-                conversation = latest_conversation(session, tracker_key=key)
-                session.commit()
-                current = conversation is not None and conversation.status == "open"
-                return choices, handoff is not None and current
+        def work(session: Session) -> tuple[list[dict], bool]:
+            choices = remember_choices(session, tracker_key=key, buttons=buttons)
+            handoff = open_handoff_for_key(session, tracker_key=key)
+            conversation = latest_conversation(session, tracker_key=key)
+            current = conversation is not None and conversation.status == "open"
+            return choices, handoff is not None and current
 
-        return retry_when_locked(work)
+        return run_unit(factory, work)
 
     async def run_turn(
         self, key: str, text: str, call_sid: str, on_new_message: OnNewMessage

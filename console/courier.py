@@ -45,11 +45,12 @@ from typing import Any
 import httpx
 from sqlalchemy.orm import sessionmaker
 
+from channels.backoff import backoff_delay
 from channels.chat_tokens import control_token
 from channels.keys import split_tracker_key
 from channels.telegram_sender import DeliveryFailed, TelegramSender
 from crm_settings import Settings
-from crm_store.db import retry_when_locked
+from crm_store.db import run_unit
 from crm_store.db import session_factory as store_session_factory
 from crm_store.services import outbound
 
@@ -124,13 +125,7 @@ class Courier:
         return self._factory
 
     def _unit(self, work: Any) -> Any:
-        def attempt() -> Any:
-            with self.session_factory() as session:
-                result = work(session)
-                session.commit()
-                return result
-
-        return retry_when_locked(attempt)
+        return run_unit(self.session_factory, work)
 
     async def _in_store(self, work: Any) -> Any:
         return await asyncio.to_thread(self._unit, work)
@@ -332,7 +327,7 @@ class Courier:
     def _schedule(self, key: str, attempts: int) -> None:
         if key in self._retries:
             return
-        delay = min(self.base_delay * 2 ** max(attempts - 1, 0), self.max_delay)
+        delay = backoff_delay(attempts, self.base_delay, self.max_delay)
 
         async def retry() -> None:
             try:

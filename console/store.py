@@ -12,28 +12,14 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from fastapi import Request
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from crm_store.db import retry_when_locked
+from crm_store.db import run_unit
+
+__all__ = ["in_store", "run_unit"]
 
 T = TypeVar("T")
-
-
-def run_unit(factory: sessionmaker, work: Callable[[Session], T]) -> T:
-    """Run ``work`` in a new session and commit (roll back on error)."""
-
-    def attempt() -> T:
-        with factory() as session:
-            try:
-                result = work(session)
-                session.commit()
-                return result
-            except BaseException:
-                session.rollback()
-                raise
-
-    return retry_when_locked(attempt)
 
 
 async def in_store(request: Request, work: Callable[[Session], T]) -> T:

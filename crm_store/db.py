@@ -100,6 +100,27 @@ def retry_when_locked(func: Callable[[], T], *, attempts: int = 8) -> T:
     raise AssertionError("unreachable")
 
 
+def run_unit(factory: sessionmaker, work: Callable[[Session], T]) -> T:
+    """Run ``work`` in a new session and commit (roll back on error), retried on locks.
+
+    The one unit of work of every caller outside a request's own transaction:
+    console handlers, channels, delivery workers. Blocking: call it in a thread
+    from an event loop.
+    """
+
+    def attempt() -> T:
+        with factory() as session:
+            try:
+                result = work(session)
+                session.commit()
+                return result
+            except BaseException:
+                session.rollback()
+                raise
+
+    return retry_when_locked(attempt)
+
+
 @cache
 def engine_for(url: str, *, echo: bool = False) -> Engine:
     """Return the process-wide engine for ``url`` (created on first use)."""
