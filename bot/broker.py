@@ -10,15 +10,17 @@ Configured in ``endpoints.yml``::
       writer: process               # optional: process (default) or thread
 
 ``publish`` only buffers the event, so the Rasa event loop is never blocked by
-the database. Events the writer does not use (actions, featurization, loops)
-are dropped at once; the rest of a turn goes onto the queue as one list, handed
-over when the publishing coroutine yields (one queue put per turn, not per
-event: each put wakes the queue's feeder thread, which then competes with
-Rasa's own work for the GIL). The writer (``contact_history.writer``) takes batches off
-the queue and writes them through the store services, one transaction per
-batch; when the database is unavailable it keeps the batch and retries with
-backoff, so nothing is lost. ``close`` (called by Rasa on shutdown) flushes what
-is left. The writer also closes idle conversations as abandoned.
+the database. Events the writer does not use (featurization, session events,
+``action_listen``) are dropped at once; messages and the story steps (actions,
+slots, active loops: ``contact_history.events``) of a turn go onto the queue as
+one list, handed over when the publishing coroutine yields (one queue put per
+turn, not per event: each put wakes the queue's feeder thread, which then
+competes with Rasa's own work for the GIL). The writer
+(``contact_history.writer``) takes batches off the queue and writes them
+through the store services, one transaction per batch; when the database is
+unavailable it keeps the batch and retries with backoff, so nothing is lost.
+``close`` (called by Rasa on shutdown) flushes what is left. The writer also
+closes idle conversations as abandoned.
 
 By default the writer runs in its own process. Profiling showed that a writer
 thread inside the Rasa server, although it needs only ~0.4 ms of CPU per event,
@@ -29,10 +31,12 @@ out of memory) the next ``publish`` starts a new one on a fresh queue; events th
 dead one had not written yet are lost and their number is logged.
 
 Only the fields the recorder reads are queued (``recorded_part``): client
-metadata and NLU details never are. For a writer process each turn is pickled
-by ``publish`` (not by the queue's feeder thread, where a failure would lose the
-turn with nothing but a traceback); an event that cannot be pickled (say a slot
-value nested 1,000 levels deep) is left out of its turn and the rest goes on.
+metadata and NLU details never are (but the entities, reduced to
+entity/value/start/end); slot values are bounded (``compact_value``). For a
+writer process each turn is pickled by ``publish`` (not by the queue's feeder
+thread, where a failure would lose the turn with nothing but a traceback); an
+event that cannot be pickled (say a tracked slot's value nested 1,000 levels
+deep) is left out of its turn and the rest goes on.
 
 **Bounded queue, nothing lost silently.** The queue holds at most
 ``CRM_BROKER_QUEUE_LIMIT`` turns (default 10,000). ``publish`` never blocks the

@@ -41,7 +41,7 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy.orm import sessionmaker
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from console import api, auth, events, health, pages
+from console import api, auth, events, health, pages, reports, reports_api
 from console.auth import NotAuthenticated, login_redirect
 from console.canned import load_canned_replies
 from console.chat import router as chat_router
@@ -156,6 +156,8 @@ def create_app(
     app.include_router(api.router)
     app.include_router(events.router)
     app.include_router(pages.router)
+    app.include_router(reports_api.router)
+    app.include_router(reports.router)
     app.include_router(chat_router)
     _add_error_handlers(app)
     return app

@@ -2,20 +2,43 @@
 
 The broker filters with ``is_recorded`` and keeps only ``recorded_part`` of
 each event before queueing; the recorder uses ``event_id_for`` (idempotent
-writes) and ``occurred_at`` (store timestamps).
+writes), ``occurred_at`` (store timestamps), ``step_of`` (the compact story
+steps kept in a message row's ``meta["steps"]``) and ``entities_of``.
+
+Steps are what a test story needs between messages: ``{"action": name}``
+(not ``action_listen`` / ``action_session_start``), ``{"slot": name, "value":
+v}`` and ``{"active_loop": name_or_None}``. Their values are bounded by
+``compact_value``: a string over ``MAX_VALUE_CHARS`` characters, or another
+value over ``MAX_VALUE_CHARS`` characters of compact JSON, becomes a string cut
+there and ending in "…"; a shorter value nested deeper than ``MAX_VALUE_DEPTH``
+becomes its JSON text; a value that is not JSON becomes "…".
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
+import math
 from typing import Any
+
+from channels.text import depth_exceeds
 
 GOODBYE_INTENT = "goodbye"
 CUSTOMER_SLOT = "customer_id"
 ESCALATED_SLOT = "escalated"
 TRACKED_SLOTS = (CUSTOMER_SLOT, ESCALATED_SLOT)
 MESSAGE_EVENTS = ("user", "bot")
+STEP_EVENTS = ("action", "slot", "active_loop")
+# Rasa runs these around every turn and session: no part of a story.
+UNRECORDED_ACTIONS = ("action_listen", "action_session_start")
+MAX_ENTITIES = 20
+ENTITY_KEYS = ("entity", "value", "start", "end")
+MAX_VALUE_CHARS = 500
+# A step's value sits at depth 4 of a row's meta ({"steps": [{"value": …}]}):
+# two more levels keep the meta within the recorder's depth limit of 5.
+MAX_VALUE_DEPTH = 2
+ELLIPSIS = "…"
 COMMON_KEYS = ("sender_id", "event", "timestamp")
 USER_KEYS = ("text", "message_id", "input_channel")
 BOT_META_KEYS = ("utter_action", "fallback")
@@ -58,35 +81,122 @@ def is_external(event: dict[str, Any]) -> bool:
 
 
 def is_recorded(event: dict[str, Any]) -> bool:
-    """True for the events the recorder uses: messages and the tracked slots.
+    """True for the events the recorder uses: messages, slots, actions, loops.
 
-    The broker drops the others (actions, featurization, session and loop
-    events) before queueing, so they cost no pickling and no writer time.
+    The broker drops the others (featurization, session events,
+    ``action_listen``) before queueing, so they cost no pickling and no writer
+    time.
     """
     kind = event.get("event")
-    if kind == "slot":
-        return event.get("name") in TRACKED_SLOTS
+    if kind == "slot" or kind == "active_loop":
+        return True
+    if kind == "action":
+        name = event.get("name")
+        return isinstance(name, str) and bool(name) and name not in UNRECORDED_ACTIONS
     if is_external(event):
         return False  # an intent triggered by us (e.g. the hand-back), not typed
     return kind in MESSAGE_EVENTS
 
 
+def is_step(event: dict[str, Any]) -> bool:
+    """True for a recorded event that is a story step, not a message."""
+    return event.get("event") in STEP_EVENTS
+
+
+def _json_head(value: Any, limit: int) -> str | None:
+    """The compact JSON of ``value`` up to at least ``limit`` characters.
+
+    Encodes lazily and stops once ``limit`` is reached, so a huge value costs
+    no more than its head. None if the value is not plain JSON (or nests too
+    deep for the encoder).
+    """
+    encoder = json.JSONEncoder(
+        ensure_ascii=False, separators=(",", ":"), allow_nan=False
+    )
+    parts: list[str] = []
+    size = 0
+    try:
+        for chunk in encoder.iterencode(value):
+            parts.append(chunk)
+            size += len(chunk)
+            if size >= limit:
+                break
+    except (TypeError, ValueError, RecursionError):
+        return None
+    return "".join(parts)
+
+
+def compact_value(value: Any) -> Any:
+    """A slot or entity value bounded for the contact history (module docstring).
+
+    Idempotent: a compacted value stays as it is.
+    """
+    if isinstance(value, str):
+        if len(value) <= MAX_VALUE_CHARS:
+            return value
+        return value[: MAX_VALUE_CHARS - 1] + ELLIPSIS
+    if value is None or isinstance(value, (bool, int)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    head = _json_head(value, MAX_VALUE_CHARS + 1)
+    if head is None:
+        return ELLIPSIS
+    if len(head) > MAX_VALUE_CHARS:
+        return head[: MAX_VALUE_CHARS - 1] + ELLIPSIS
+    return head if depth_exceeds(value, MAX_VALUE_DEPTH) else value
+
+
+def step_of(event: dict[str, Any]) -> dict[str, Any]:
+    """The compact story step of an action, slot or active_loop event."""
+    kind = event.get("event")
+    if kind == "action":
+        return {"action": event.get("name")}
+    if kind == "slot":
+        return {"slot": event.get("name"), "value": compact_value(event.get("value"))}
+    name = event.get("name")
+    return {"active_loop": name if isinstance(name, str) and name else None}
+
+
+def entities_of(event: dict[str, Any]) -> list[dict[str, Any]]:
+    """A user event's NLU entities as entity/value/start/end (at most 20)."""
+    entities = (event.get("parse_data") or {}).get("entities")
+    if not isinstance(entities, list):
+        return []
+    kept = []
+    for entity in entities[:MAX_ENTITIES]:
+        if isinstance(entity, dict) and entity.get("entity"):
+            item = {k: entity[k] for k in ENTITY_KEYS if k in entity}
+            if "value" in item:
+                item["value"] = compact_value(item["value"])
+            kept.append(item)
+    return kept
+
+
 def recorded_part(event: dict[str, Any]) -> dict[str, Any]:
     """The fields of an event the recorder reads (the rest is never queued).
 
-    A user event's parse data (entities, rankings) and metadata, a bot
-    event's other data: none of it is pickled for the writer, so client
-    metadata of any size or depth never reaches the queue.
+    A user event's parse data (but the intent and the reduced entities) and
+    metadata, a bot event's other data: none of it is pickled for the writer,
+    so client metadata of any size or depth never reaches the queue. Slot
+    values are compacted (``compact_value``), but for the tracked slots,
+    whose effect needs the real value.
     """
     kind = event.get("event")
     part = {k: event[k] for k in COMMON_KEYS if k in event}
     if kind == "user":
         part.update({k: event[k] for k in USER_KEYS if k in event})
+        parse_data: dict[str, Any] = {}
         intent = (event.get("parse_data") or {}).get("intent")
         if isinstance(intent, dict):
-            part["parse_data"] = {
-                "intent": {k: intent[k] for k in ("name", "confidence") if k in intent}
+            parse_data["intent"] = {
+                k: intent[k] for k in ("name", "confidence") if k in intent
             }
+        entities = entities_of(event)
+        if entities:
+            parse_data["entities"] = entities
+        if parse_data:
+            part["parse_data"] = parse_data
         metadata = event.get("metadata")
         if isinstance(metadata, dict):
             kept = {k: metadata[k] for k in CHANNEL_META_KEYS if metadata.get(k)}
@@ -104,8 +214,13 @@ def recorded_part(event: dict[str, Any]) -> dict[str, Any]:
                     {"title": b.get("title")} for b in buttons if isinstance(b, dict)
                 ]
             }
-    else:
-        part.update({k: event[k] for k in ("name", "value") if k in event})
+    elif kind == "slot":
+        name = event.get("name")
+        part["name"] = name
+        value = event.get("value")
+        part["value"] = value if name in TRACKED_SLOTS else compact_value(value)
+    else:  # action, active_loop
+        part["name"] = event.get("name")
     return part
 
 

@@ -8,6 +8,18 @@ goodbye closes it, the ``customer_id`` slot links it to the customer and the
 ``escalated`` slot marks it escalated. Every message becomes one interaction
 row, its text and metadata cleaned by ``channels.text`` first (no NUL or other
 control characters, no lone surrogates), whichever channel it came from.
+
+Story steps: the action, slot and active_loop events of a tracker key are
+collected in event order and go into ``meta["steps"]`` of the key's next
+message row (user or bot), at most ``MAX_STEPS`` of them (the first ones; the
+number left out is ``meta["steps_dropped"]``). Rasa logs an action before the
+messages it utters, so a bot row's steps start with its action; a user row's
+steps are what ran after the previous message (a form's slots, a silent
+action). User rows also get ``meta["entities"]`` when NLU found any. Steps
+that come after the last message of a batch wait in the recorder (committed
+with the batch) for the key's next message; they live in memory only, so a
+restart of the writer loses them (the next row then starts without them), and
+those of a key silent for ``CARRY_TTL_SECONDS`` are dropped by ``forget``.
 """
 
 from __future__ import annotations
@@ -15,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -30,9 +43,13 @@ from contact_history.events import (
     CUSTOMER_SLOT,
     ESCALATED_SLOT,
     GOODBYE_INTENT,
+    TRACKED_SLOTS,
+    entities_of,
     event_id_for,
     is_recorded,
+    is_step,
     occurred_at,
+    step_of,
 )
 from crm_store.errors import InvalidInput
 from crm_store.services.conversations import close_conversation, open_conversation
@@ -50,6 +67,25 @@ from crm_store.services.interactions import NewInteraction, append_interactions
 logger = logging.getLogger(__name__)
 
 MAX_META_DEPTH = 5
+MAX_STEPS = 50
+# Steps waiting for a key's next message are dropped after this long.
+CARRY_TTL_SECONDS = 6 * 3600
+
+
+@dataclass
+class PendingSteps:
+    """Story steps of a tracker key not yet attached to a message row."""
+
+    steps: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    dropped: int = 0  # steps beyond MAX_STEPS, left out
+    since: float = 0.0  # time.monotonic() of the commit that kept them
+
+    def add(self, step: dict[str, Any]) -> None:
+        """Append a step, or count it as left out beyond ``MAX_STEPS``."""
+        if len(self.steps) < MAX_STEPS:
+            self.steps.append(step)
+        else:
+            self.dropped += 1
 
 
 class ConversationRow(Protocol):
@@ -96,6 +132,9 @@ class HistoryRecorder:
         self.states: dict[str, ConversationState] = {}
         self.dropped = 0  # invalid events of committed batches, not recorded
         self._dropped_in_batch = 0
+        # Steps after a key's last message, waiting for its next one.
+        self.carried: dict[str, PendingSteps] = {}
+        self._steps_in_batch: dict[str, PendingSteps] = {}
         # Strong references for the batch: the session's identity map is weak, so
         # without them every service lookup of a conversation would query again.
         self._loaded: dict[str, ConversationRow] = {}
@@ -106,6 +145,7 @@ class HistoryRecorder:
         """Apply ``events`` in ``session``; return the updated states to commit."""
         self._loaded = {}
         self._dropped_in_batch = 0
+        self._steps_in_batch = {}
         try:
             with session.no_autoflush:
                 pending, rows = self._translate(session, events)
@@ -121,10 +161,43 @@ class HistoryRecorder:
         self.states.update(pending)
         self.dropped += self._dropped_in_batch
         self._dropped_in_batch = 0
+        now = time.monotonic()
+        for sender, waiting in self._steps_in_batch.items():
+            if waiting.steps or waiting.dropped:
+                waiting.since = now
+                self.carried[sender] = waiting
+            else:
+                self.carried.pop(sender, None)
+        self._steps_in_batch = {}
 
     def forget(self) -> None:
-        """Drop the cache (after an idle sweep); states are re-read on demand."""
+        """Drop the cache (after an idle sweep); states are re-read on demand.
+
+        Steps waiting for the next message of a key silent for
+        ``CARRY_TTL_SECONDS`` are dropped too (they cannot be re-read).
+        """
         self.states = {}
+        cutoff = time.monotonic() - CARRY_TTL_SECONDS
+        self.carried = {k: v for k, v in self.carried.items() if v.since >= cutoff}
+
+    def _waiting(self, sender: str) -> PendingSteps:
+        """The batch's copy of a key's waiting steps."""
+        waiting = self._steps_in_batch.get(sender)
+        if waiting is None:
+            carried = self.carried.get(sender)
+            waiting = (
+                PendingSteps(list(carried.steps), carried.dropped)
+                if carried is not None
+                else PendingSteps()
+            )
+            self._steps_in_batch[sender] = waiting
+        return waiting
+
+    def _take_steps(self, sender: str) -> PendingSteps:
+        """Hand a key's waiting steps to its message row; the key starts afresh."""
+        waiting = self._waiting(sender)
+        self._steps_in_batch[sender] = PendingSteps()
+        return waiting
 
     def _keep(self, conversation: ConversationRow | None) -> None:
         if conversation is not None:
@@ -160,6 +233,10 @@ class HistoryRecorder:
             kind = event.get("event")
             if not sender or not is_recorded(event):
                 continue
+            if is_step(event):
+                self._waiting(sender).add(step_of(event))
+                if kind != "slot" or event.get("name") not in TRACKED_SLOTS:
+                    continue
             at = occurred_at(event)
             state = state_of(sender)
             if kind == "user":
@@ -257,7 +334,11 @@ class HistoryRecorder:
         intent: dict[str, Any],
         at: dt.datetime,
     ) -> None:
-        """Append the interaction row of a message event (invalid ones are logged)."""
+        """Append the interaction row of a message event (invalid ones are logged).
+
+        The row takes the key's waiting steps, whether it is valid or not.
+        """
+        waiting = self._take_steps(str(event.get("sender_id")))
         meta: dict[str, Any] = {}
         if direction == "in":
             metadata = event.get("metadata") or {}
@@ -276,6 +357,15 @@ class HistoryRecorder:
                 ]
         if depth_exceeds(meta, MAX_META_DEPTH):
             meta = {"dropped": "metadata nested too deeply"}
+        # Steps and entities are bounded by construction (events.compact_value).
+        if waiting.steps:
+            meta["steps"] = waiting.steps
+        if waiting.dropped:
+            meta["steps_dropped"] = waiting.dropped
+        if direction == "in":
+            entities = entities_of(event)
+            if entities:
+                meta["entities"] = entities
         text = event.get("text")
         confidence = intent.get("confidence")
         if confidence is not None:

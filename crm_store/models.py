@@ -225,6 +225,8 @@ class Conversation(Base):
     __table_args__ = (
         Index("ix_conversations_started", "started_at"),
         Index("ix_conversations_tracker_key", "tracker_key", "started_at"),
+        # A customer's next conversation on any channel (re-contact in reports).
+        Index("ix_conversations_customer_started", "customer_id", "started_at"),
         # At most one open conversation per tracker key: the history writer and
         # an action may both open the first one at once; the loser reuses it.
         Index(
@@ -264,6 +266,9 @@ class Interaction(Base):
         Index("ix_interactions_conversation", "conversation_id", "occurred_at", "id"),
         # Counts over a time window (/metrics messages by channel, reports).
         Index("ix_interactions_occurred", "occurred_at", "channel"),
+        # Transcript search by intent (manager review). PostgreSQL also has a
+        # full-text GIN index on ``text`` (migration 0007, not reflected here).
+        Index("ix_interactions_intent", "intent", "conversation_id"),
         CheckConstraint("direction in ('in', 'out')", name="direction"),
     )
 
@@ -285,7 +290,11 @@ class Handoff(Base):
     """A request for a human agent with its typed context packet."""
 
     __tablename__ = "handoffs"
-    __table_args__ = (Index("ix_handoffs_status_priority", "status", "priority"),)
+    __table_args__ = (
+        Index("ix_handoffs_status_priority", "status", "priority"),
+        Index("ix_handoffs_conversation", "conversation_id"),
+        Index("ix_handoffs_created", "created_at"),
+    )
 
     id = Column(BigId, primary_key=True, autoincrement=True)
     conversation_id = Column(String(128), ForeignKey("conversations.id"))
@@ -347,6 +356,31 @@ class HandoffNote(Base):
     staff_id = Column(BigId, ForeignKey("staff_users.id"), nullable=False)
     text = Column(Text, nullable=False)
     created_at = Column(DateTime, nullable=False, default=utcnow)
+
+
+class Scorecard(Base):
+    """A reviewer's quality score of one conversation (criteria from config)."""
+
+    __tablename__ = "scorecards"
+    __table_args__ = (
+        UniqueConstraint(
+            "conversation_id", "reviewer_id", name="uq_scorecard_reviewer"
+        ),
+        Index("ix_scorecards_created", "created_at"),
+    )
+
+    id = Column(BigId, primary_key=True, autoincrement=True)
+    conversation_id = Column(
+        String(128), ForeignKey("conversations.id"), nullable=False, index=True
+    )
+    reviewer_id = Column(BigId, ForeignKey("staff_users.id"), nullable=False)
+    # {criterion key: points given}, as configured when the score was given.
+    scores = Column(JSON, nullable=False, default=dict)
+    # Weighted share of the maximum, 0-100.
+    score = Column(Float, nullable=False)
+    comment = Column(Text)
+    created_at = Column(DateTime, nullable=False, default=utcnow)
+    updated_at = Column(DateTime, nullable=False, default=utcnow)
 
 
 class AuditLog(Base):

@@ -476,9 +476,10 @@ async def test_a_turns_events_are_queued_as_one_item() -> None:
     assert broker.signals.queue.empty()  # handed over only when the turn yields
     await asyncio.sleep(0)
     item = broker.signals.queue.get_nowait()
-    # Messages and tracked slots only, with the fields the recorder reads.
+    # Messages and story steps (slots, actions but action_listen), with the
+    # fields the recorder reads.
     bot_part = {**turn[5], "data": {"buttons": [{"title": "Yes"}]}}
-    assert item == [turn[1], turn[4], bot_part]
+    assert item == [turn[1], turn[3], turn[4], bot_part]
     assert broker.signals.queue.empty()
 
 

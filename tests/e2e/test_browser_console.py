@@ -9,52 +9,18 @@ browser is ever downloaded. Screenshots go to ``var/test-artifacts/``.
 from __future__ import annotations
 
 import re
-import shutil
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
 import requests
-from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from channels.chat_tokens import verify_chat_token
 from crm_store.db import make_engine, make_session_factory
 from crm_store.services.staff import create_staff
+from tests.e2e.browser_support import TIMEOUT_MS, browser, login, shot
 from tests.e2e.webchat_support import ConsoleAgent
 
-ROOT = Path(__file__).resolve().parents[2]
-ARTIFACTS = ROOT / "var" / "test-artifacts"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-TIMEOUT_MS = 20_000
-expect.set_options(timeout=TIMEOUT_MS)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    assert Path(CHROMIUM).exists(), "run `make browser` (Debian's chromium)"
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
-        yield browser
-        browser.close()
-
-
-def shot(page: Page, name: str) -> None:
-    """Save a screenshot artefact."""
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
-
-
-def login(context: BrowserContext, console_url: str, user: str, password: str) -> Page:
-    """Sign in through the form; return the queue page."""
-    page = context.new_page()
-    page.set_default_timeout(TIMEOUT_MS)
-    page.goto(f"{console_url}/login")
-    page.get_by_label("Username").fill(user)
-    page.get_by_label("Password").fill(password)
-    page.get_by_role("button", name="Sign in").click()
-    expect(page).to_have_url(re.compile(r"/$"))
-    return page
+__all__ = ["browser"]  # the fixture, used by name
 
 
 def chat_page(context: BrowserContext, console_url: str) -> Page:
