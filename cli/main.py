@@ -16,6 +16,7 @@ from typer.core import TyperGroup
 from cli.analytics import analytics_app
 from cli.common import DB_OPTION, database_url, echo_sql, err, out, settings
 from cli.outbox import outbox_app
+from cli.report import report_app
 from cli.telegram import telegram_app
 from crm_settings import SettingsError
 from crm_store.db import engine_for, safe_url, session_factory
@@ -63,6 +64,7 @@ app.add_typer(bench_app, name="bench")
 app.add_typer(analytics_app, name="analytics")
 app.add_typer(outbox_app, name="outbox")
 app.add_typer(telegram_app, name="telegram")
+app.add_typer(report_app, name="report")
 
 
 @db_app.command("upgrade")
@@ -335,6 +337,40 @@ def bench_voice(
     from bench.voice import run_voice_bench
 
     run_voice_bench(calls=calls, rounds=rounds, console=out)
+
+
+@bench_app.command("reports")
+def bench_reports(
+    conversations: int = typer.Option(
+        1_000_000, min=100, help="Conversations to generate (over 365 days)."
+    ),
+    messages_per_conversation: int = typer.Option(
+        10, min=1, max=100, help="Messages per conversation."
+    ),
+    runs: int = typer.Option(3, min=1, help="Runs of each measurement (median)."),
+    database: str = typer.Option(
+        "crm_bench_reports",
+        help="Dataset database on the server (created, reused when the same size).",
+    ),
+    pg_url: Optional[str] = typer.Option(
+        None, help="Server URL (an admin database; default: CRM_BENCH_PG_URL)."
+    ),
+    json_path: Optional[Path] = typer.Option(
+        None, "--json", help="Results file (default bench/results/reports.json)."
+    ),
+) -> None:
+    """Reports: KPIs, the KPI page and `crm report export` on a large dataset."""
+    from bench.reports import run_reports_bench
+
+    run_reports_bench(
+        conversations=conversations,
+        messages_per_conversation=messages_per_conversation,
+        runs=runs,
+        database=database,
+        pg_url=pg_url or settings().bench_pg_url,
+        json_path=json_path,
+        console=out,
+    )
 
 
 @app.command()

@@ -45,6 +45,8 @@ def seeded_url(tmp_path_factory) -> str:
         ["customer", "show"],
         ["customer", "timeline"],
         ["outbox", "list"],
+        ["report", "export"],
+        ["bench", "reports"],
     ],
 )
 def test_help_everywhere(command):
