@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 
 from crm_store.errors import InvalidInput
 from crm_store.models import AuditLog, utcnow
+from crm_store.services.moments import parse_moment
 
 AUDIT_GROUPS: dict[str, tuple[str, ...]] = {
     # crm_store.services.staff.authenticate
@@ -53,7 +54,6 @@ MAX_LIMIT = 500
 MAX_PERIOD_DAYS = 3660
 ACTION_PATTERN = re.compile(r"[a-z0-9_.:-]{1,64}")
 HASH_SHOWN = 10
-DATE_ONLY = re.compile(r"\d{4}-\d{2}-\d{2}")
 # Column widths of ``audit_log``.
 WIDTHS = {"actor": 64, "action": 64, "entity_type": 32, "entity_id": 128}
 
@@ -214,17 +214,11 @@ def parse_time(value: str | None, *, end: bool = False) -> dt.datetime | None:
     if text is None:
         return None
     try:
-        if DATE_ONLY.fullmatch(text):
-            moment = dt.datetime.combine(dt.date.fromisoformat(text), dt.time())
-            return moment + dt.timedelta(days=1) if end else moment
-        moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return parse_moment(text, end=end)
     except ValueError:
         raise InvalidInput(
             f"{text[:40]!r} is not a date (YYYY-MM-DD) or ISO date-time"
         ) from None
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(dt.timezone.utc).replace(tzinfo=None)
-    return moment
 
 
 def parse_audit_filters(params: Mapping[str, str | None]) -> AuditFilters:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import re
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from crm_store.errors import InvalidInput
+from crm_store.services.moments import parse_moment
 from crm_store.services.report_sql import (
     CONVERSATIONS,
     DAY,
@@ -48,7 +48,6 @@ MAX_RECONTACT_HOURS = 24 * 366
 MAX_PERIOD_DAYS = 3660
 MAX_MOMENT_CHARS = 40
 REPORT_COLUMNS: tuple[str, ...] = REPORT_FACT_COLUMNS
-_DATE_ONLY = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 KPI_DEFINITIONS: dict[str, str] = {
     "conversations": "Conversations that started in the period (any channel).",
@@ -209,16 +208,9 @@ def _parse_moment(what: str, value: str, *, end: bool) -> dt.datetime:
     if not isinstance(value, str) or len(value) > MAX_MOMENT_CHARS:
         raise InvalidInput(message)
     try:
-        if _DATE_ONLY.fullmatch(value):
-            day = dt.date.fromisoformat(value)
-            if end:
-                day += dt.timedelta(days=1)
-            return dt.datetime.combine(day, dt.time())
-        text = value[:-1] + "+00:00" if value[-1:] in ("Z", "z") else value
-        moment = dt.datetime.fromisoformat(text)
-    except (ValueError, OverflowError) as exc:
+        return parse_moment(value, end=end)
+    except ValueError as exc:
         raise InvalidInput(f"{message}, not {value!r}") from exc
-    return _naive_utc(moment, what)
 
 
 def _blank(value: str | None) -> bool:

@@ -49,7 +49,9 @@ from crm_store.models import (
     StaffUser,
 )
 from crm_store.services.console_views import message_view
+from crm_store.services.moments import parse_moment
 from crm_store.services.queue import VALUE_TIERS
+from crm_store.services.scorecards import scorecards_of
 
 # The filter vocabularies, for forms (the console reads them from here).
 FILTER_CHANNELS = CHANNELS
@@ -76,7 +78,6 @@ MAX_DATE_CHARS = 40
 FIRST_TEXT_CHARS = 160
 # Longest accepted value per parameter (the column widths of the store).
 MAX_LENGTHS = {"intent": 100, "agent": 64, "customer": 32}
-_DATE_ONLY = re.compile(r"\d{4}-\d{2}-\d{2}")
 _LIKE_SPECIALS = re.compile(r"([\\%_])")
 
 
@@ -138,23 +139,13 @@ def _clean(params: Mapping[str, str | None], key: str) -> str | None:
 
 def _parse_moment(key: str, value: str, *, end: bool) -> dt.datetime:
     """A date (``end``: the whole day, so the next midnight) or an ISO datetime."""
-    if len(value) > MAX_DATE_CHARS:
-        raise InvalidInput(f"{key} must be a date (YYYY-MM-DD) or an ISO datetime")
     try:
-        if _DATE_ONLY.fullmatch(value):
-            day = dt.date.fromisoformat(value)
-            if end:
-                day += dt.timedelta(days=1)
-            return dt.datetime.combine(day, dt.time())
-        text = value[:-1] + "+00:00" if value[-1:] in ("Z", "z") else value
-        moment = dt.datetime.fromisoformat(text)
-    except (ValueError, OverflowError) as exc:
+        return parse_moment(value, end=end)
+    except ValueError as exc:
+        shown = f", not {value!r}" if len(value) <= MAX_DATE_CHARS else ""
         raise InvalidInput(
-            f"{key} must be a date (YYYY-MM-DD) or an ISO datetime, not {value!r}"
+            f"{key} must be a date (YYYY-MM-DD) or an ISO datetime{shown}"
         ) from exc
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(dt.timezone.utc).replace(tzinfo=None)
-    return moment
 
 
 def _choice(key: str, value: str | None, allowed: tuple[str, ...]) -> str | None:
@@ -741,10 +732,6 @@ def _handoffs(session: Session, conversation_id: str) -> list[HandoffRecord]:
 
 
 def _scorecards(session: Session, conversation_id: str) -> list[Any]:
-    try:
-        from crm_store.services.scorecards import scorecards_of
-    except ImportError:  # written alongside this module; absent in older trees
-        return []
     return list(scorecards_of(session, conversation_id=conversation_id))
 
 
