@@ -196,7 +196,6 @@ def _run_export(url: str, fmt: str, start: dt.datetime, end: dt.datetime) -> dic
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
-            env={**os.environ, "COLUMNS": "200"},
         )
         # wait4 gives this child's own peak RSS (ru_maxrss, KiB on Linux).
         _pid, status, usage = os.wait4(process.pid, 0)
